@@ -1,0 +1,90 @@
+"""duplex.agents — the runtime core: sessions, turns, tools, conversation, the backend seam."""
+
+from .agent import Agent
+from .audio import AudioFrame, FrameChunker
+from .backend import Backend, BackendSession, Capabilities, ResponseHandle
+from .conversation import (
+    AudioPart,
+    Conversation,
+    FunctionCall,
+    FunctionCallOutput,
+    Message,
+    TextPart,
+)
+from .errors import (
+    AudioFormatError,
+    BackendErrorException,
+    ConfigurationError,
+    DuplexError,
+    ResponseActiveError,
+    SessionClosedError,
+    ToolArgumentsError,
+    ToolDefinitionError,
+    ToolError,
+)
+from .events import (
+    AgentInterrupted,
+    AgentStateChanged,
+    AgentTranscribed,
+    ConversationItemAdded,
+    MetricsCollected,
+    SessionClosed,
+    SessionError,
+    ToolExecuted,
+    TurnMetrics,
+    UserStateChanged,
+    UserTranscribed,
+)
+from .resample import Resampler
+from .session import AgentSession
+from .tools import FunctionTool, function_tool
+from .transport import AudioInput, AudioOutput, Transport
+from .vad import VAD, EnergyVAD, TurnDetector, TurnOptions, VADStream
+
+__all__ = [
+    "VAD",
+    "Agent",
+    "AgentInterrupted",
+    "AgentSession",
+    "AgentStateChanged",
+    "AgentTranscribed",
+    "AudioFormatError",
+    "AudioFrame",
+    "AudioInput",
+    "AudioOutput",
+    "AudioPart",
+    "Backend",
+    "BackendErrorException",
+    "BackendSession",
+    "Capabilities",
+    "ConfigurationError",
+    "Conversation",
+    "ConversationItemAdded",
+    "DuplexError",
+    "EnergyVAD",
+    "FrameChunker",
+    "FunctionCall",
+    "FunctionCallOutput",
+    "FunctionTool",
+    "Message",
+    "MetricsCollected",
+    "Resampler",
+    "ResponseActiveError",
+    "ResponseHandle",
+    "SessionClosed",
+    "SessionClosedError",
+    "SessionError",
+    "TextPart",
+    "ToolArgumentsError",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolExecuted",
+    "Transport",
+    "TurnDetector",
+    "TurnMetrics",
+    "TurnOptions",
+    "UserStateChanged",
+    "UserTranscribed",
+    "VADStream",
+    "function_tool",
+]

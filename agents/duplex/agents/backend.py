@@ -1,0 +1,270 @@
+"""The seam between the session and a model: `Backend`, `BackendSession`, `BackendEvent`.
+
+A backend turns its wire protocol into the closed `BackendEvent` union and back;
+nothing protocol-specific crosses this line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from .audio import AudioFrame
+from .conversation import Conversation, Item
+from .tools import FunctionTool
+
+ToolChoice: TypeAlias = Literal["auto", "none", "required"] | str
+ResponseStatus = Literal["completed", "cancelled", "failed", "incomplete"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the session adapts its behaviour to it."""
+
+    #: The server detects turns and answers on its own (no commit/create from the session).
+    server_vad: bool = False
+    #: The server can cut an assistant item to the audio actually played.
+    truncation: bool = True
+    audio_output: bool = True
+    #: Rates the backend wants in and gives out (mono int16).
+    input_sample_rate: int = 24000
+    output_sample_rate: int = 24000
+    tools: bool = True
+    #: Transcripts of the caller's speech are produced.
+    user_transcription: bool = True
+    #: The backend itself requests the follow-up reply after tool outputs.
+    auto_tool_reply: bool = False
+    #: Server VAD cancels the response itself when the caller speaks (interrupt_response).
+    server_interrupts: bool = False
+
+
+# --- events -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The backend's own VAD heard the caller start (server VAD only)."""
+
+    audio_start_ms: float | None = None
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    audio_end_ms: float | None = None
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UserTranscript:
+    item_id: str
+    text: str
+    final: bool
+    #: Set when the transcription failed; ``text`` then holds what arrived before.
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ResponseStarted:
+    response_id: str
+    #: The request id of `create_response` this answers, or None for a server-initiated one.
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AudioDelta:
+    response_id: str
+    item_id: str
+    frame: AudioFrame
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Reply text as it streams: the transcript of audio, or the text of a text reply."""
+
+    response_id: str
+    item_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionCallRequested:
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_cached_tokens: int = 0
+    output_text_tokens: int = 0
+    output_audio_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    response_id: str
+    status: ResponseStatus
+    usage: Usage | None = None
+    #: Why it stopped early (turn_detected, client_cancelled, max_output_tokens, ...).
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemAdded:
+    """The server's conversation gained (or changed) an item; the session mirrors it."""
+
+    item: Item
+    previous_item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemUpdated:
+    item: Item
+
+
+@dataclass(frozen=True)
+class ItemDeleted:
+    item_id: str
+
+
+@dataclass(frozen=True)
+class BackendError:
+    code: str
+    message: str
+    recoverable: bool = True
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The connection was rebuilt and the whole conversation replayed."""
+
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    limits: tuple[dict[str, Any], ...] = ()
+
+
+BackendEvent: TypeAlias = (
+    SpeechStarted
+    | SpeechStopped
+    | UserTranscript
+    | ResponseStarted
+    | AudioDelta
+    | TextDelta
+    | FunctionCallRequested
+    | ResponseDone
+    | ItemAdded
+    | ItemUpdated
+    | ItemDeleted
+    | BackendError
+    | Reconnected
+    | RateLimits
+)
+
+
+# --- response handle --------------------------------------------------------------------
+@dataclass(eq=False)
+class ResponseHandle:
+    """One `create_response` request: resolves to the response id, then to its end."""
+
+    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex[:16]}")
+    created: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    done: asyncio.Future[ResponseDone] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def set_created(self, response_id: str) -> None:
+        if not self.created.done():
+            self.created.set_result(response_id)
+
+    def set_done(self, event: ResponseDone) -> None:
+        self.set_created(event.response_id)
+        if not self.done.done():
+            self.done.set_result(event)
+
+    def fail(self, exc: BaseException) -> None:
+        for fut in (self.created, self.done):
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved: a failed reply must not warn at exit
+
+
+# --- interfaces -------------------------------------------------------------------------
+class BackendSession(ABC):
+    """One live connection to a model, owned by one `AgentSession`."""
+
+    @abstractmethod
+    async def push_audio(self, frame: AudioFrame) -> None:
+        """Caller audio, mono at ``capabilities.input_sample_rate``."""
+
+    @abstractmethod
+    async def commit_audio(self) -> None:
+        """End of the caller's turn (local VAD mode)."""
+
+    @abstractmethod
+    async def clear_audio(self) -> None: ...
+
+    @abstractmethod
+    async def update_instructions(self, text: str) -> None: ...
+
+    @abstractmethod
+    async def update_tools(self, tools: Sequence[FunctionTool]) -> None: ...
+
+    @abstractmethod
+    async def sync(self, conversation: Conversation) -> None:
+        """Make the remote conversation equal to ``conversation`` (minimal diff, acknowledged)."""
+
+    @abstractmethod
+    async def create_response(
+        self, *, instructions: str | None = None, tool_choice: ToolChoice | None = None
+    ) -> ResponseHandle: ...
+
+    @abstractmethod
+    async def cancel_response(self) -> None:
+        """Cancel the active response, if the backend still considers one active."""
+
+    @abstractmethod
+    async def truncate(self, item_id: str, audio_end_ms: int) -> None:
+        """Cut an assistant item to what the caller heard (0 < audio_end_ms)."""
+
+    @abstractmethod
+    def events(self) -> AsyncIterator[BackendEvent]: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class Backend(ABC):
+    """Configuration and factory: one per agent deployment, many sessions."""
+
+    capabilities: Capabilities
+
+    @abstractmethod
+    async def connect(
+        self,
+        *,
+        instructions: str,
+        tools: Sequence[FunctionTool],
+        conversation: Conversation,
+    ) -> BackendSession: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing shared
+        """Release shared resources (model weights, HTTP pools)."""

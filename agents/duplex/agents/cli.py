@@ -1,0 +1,114 @@
+"""The ``agent`` console script.
+
+Subcommands come from the ``duplex.commands`` entry-point group: each entry point
+is a ``register(subparsers)`` function that adds its parser and sets
+``run=handler`` with ``handler(args) -> int | None``. The core names no plugin,
+so a command whose extra is not installed still shows up and explains what to
+install instead of failing with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any, TypeAlias
+
+from .app import COMMAND_GROUP, AppLoadError, load_entry_point, missing_extra_error
+from .errors import DuplexError
+
+__all__ = ["Handler", "Subparsers", "add_app_arguments", "build_parser", "main"]
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Handler: TypeAlias = Callable[[argparse.Namespace], "int | None"]
+
+log = logging.getLogger("duplex.cli")
+
+
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every app-running command shares: the app and ``--backend``."""
+    parser.add_argument(
+        "app",
+        help="app file or module, optionally with :name (e.g. examples/assistant.py:Assistant)",
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help="backend name (duplex.backends entry points); default: openai if OPENAI_API_KEY "
+        "is set, vllm if DUPLEX_VLLM_URL is set, otherwise offline",
+    )
+
+
+def _unavailable(name: str, error: DuplexError) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        raise error
+
+    return run
+
+
+def _register_commands(subparsers: Subparsers) -> None:
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        try:
+            register = load_entry_point(ep, what="command")
+            register(subparsers)
+        except DuplexError as e:
+            # Keep the command visible; running it explains what is missing.
+            stub = subparsers.add_parser(ep.name, help=f"(unavailable: {e})", add_help=False)
+            stub.add_argument("rest", nargs=argparse.REMAINDER)
+            stub.set_defaults(run=_unavailable(ep.name, e))
+        except argparse.ArgumentError as e:
+            log.warning("command %r from %s clashes with another one: %s", ep.name, ep.value, e)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent", description="Run duplex voice agents: playground, LiveKit worker, console."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging verbosity (default: info)",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _register_commands(subparsers)
+    return parser
+
+
+def _report(error: BaseException) -> None:
+    print(f"agent: error: {error}", file=sys.stderr)
+    cause = error.__cause__
+    # The developer's own code failed to import: its traceback is what they need.
+    if isinstance(error, AppLoadError) and cause is not None:
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    run: Handler | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        code: Any = run(args)
+    except ModuleNotFoundError as e:
+        _report(missing_extra_error(e, context=f"agent {args.command}"))
+        return 2
+    except DuplexError as e:
+        _report(e)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Events a session reports to application code (and transports forward to the far side)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from .conversation import FunctionCall, FunctionCallOutput, Item
+
+AgentState = Literal["initializing", "listening", "thinking", "speaking", "closed"]
+UserState = Literal["listening", "speaking"]
+
+
+@dataclass(frozen=True)
+class AgentStateChanged:
+    old: AgentState
+    new: AgentState
+
+
+@dataclass(frozen=True)
+class UserStateChanged:
+    old: UserState
+    new: UserState
+
+
+@dataclass(frozen=True)
+class UserTranscribed:
+    item_id: str
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class AgentTranscribed:
+    """The agent's words: deltas while streaming, then the final (possibly truncated) text."""
+
+    item_id: str
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class ConversationItemAdded:
+    item: Item
+
+
+@dataclass(frozen=True)
+class ToolExecuted:
+    call: FunctionCall
+    output: FunctionCallOutput
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class TurnMetrics:
+    """One reply. Latencies in milliseconds; None where the turn had no such moment."""
+
+    response_id: str
+    #: Caller's last speech (end of speech) -> first reply audio handed to the transport.
+    end_to_end_ms: float | None = None
+    #: Reply requested -> first audio from the backend.
+    backend_ttfa_ms: float | None = None
+    #: Caller's speech onset -> playout stopped, when this reply was interrupted.
+    interruption_ms: float | None = None
+    played_ms: float = 0.0
+    interrupted: bool = False
+    status: str = "completed"
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class MetricsCollected:
+    metrics: TurnMetrics
+
+
+@dataclass(frozen=True)
+class AgentInterrupted:
+    item_id: str | None
+    played_ms: float
+    #: Speech onset -> playout stopped.
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class SessionError:
+    code: str
+    message: str
+    recoverable: bool
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    reason: str
+
+
+SessionEvent: TypeAlias = (
+    AgentStateChanged
+    | UserStateChanged
+    | UserTranscribed
+    | AgentTranscribed
+    | ConversationItemAdded
+    | ToolExecuted
+    | MetricsCollected
+    | AgentInterrupted
+    | SessionError
+    | SessionClosed
+)

@@ -1,0 +1,81 @@
+"""What a call looks like to the session: audio in, paced audio out, events to the far side.
+
+Implementations (LiveKit room, browser peer, console, phone, memory) live in
+plugins; the session only sees this interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from .audio import AudioFrame
+
+TextHandler = Callable[[str], Awaitable[None]]
+
+
+class AudioInput(ABC):
+    """The caller's microphone. Frames may have any supported rate and channel count."""
+
+    @abstractmethod
+    def frames(self) -> AsyncIterator[AudioFrame]:
+        """Frames until the call ends; the iterator stops when the input closes."""
+
+
+class AudioOutput(ABC):
+    """The agent's speaker, paced by the far side's clock.
+
+    `write` applies back-pressure: it returns once the frame is accepted, and a
+    transport accepts only a small buffer ahead of what is playing. `clear` drops
+    the buffer, which is how an interruption stops the audio within a frame.
+    """
+
+    sample_rate: int = 48000
+    channels: int = 1
+    #: Size of the frames the session writes (small frames stop sooner).
+    frame_ms: float = 20.0
+
+    @abstractmethod
+    async def write(self, frame: AudioFrame) -> None: ...
+
+    @abstractmethod
+    def clear(self) -> float:
+        """Drop everything accepted but not yet played; returns the milliseconds dropped."""
+
+    @property
+    @abstractmethod
+    def buffered_ms(self) -> float:
+        """Milliseconds accepted by `write` and not yet played."""
+
+    @abstractmethod
+    async def wait_drained(self) -> None:
+        """Return when everything written has been played."""
+
+
+class Transport(ABC):
+    """A call. `closed` is set when the far side hangs up or the link dies."""
+
+    audio_input: AudioInput
+    audio_output: AudioOutput
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self._text_handler: TextHandler | None = None
+
+    async def start(self) -> None:  # noqa: B027 - optional: transports that connect override it
+        """Connect; called once by `AgentSession.start`."""
+
+    def publish(self, event: object) -> None:  # noqa: B027 - optional
+        """Forward a session event (transcript, state, tool call) to the far side's UI, if any."""
+
+    def set_text_handler(self, handler: TextHandler | None) -> None:
+        """Where text typed by the caller (chat, data channel) goes."""
+        self._text_handler = handler
+
+    async def deliver_text(self, text: str) -> None:
+        if self._text_handler is not None:
+            await self._text_handler(text)
+
+    async def aclose(self) -> None:
+        self.closed.set()

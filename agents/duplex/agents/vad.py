@@ -1,0 +1,190 @@
+"""Voice activity: a `VAD` scores frames, a `TurnDetector` turns scores into turns.
+
+The detector's options are those of OpenAI's server VAD, so one configuration
+serves a local VAD and a server one alike. Times are in audio milliseconds since
+the stream started, so decisions do not depend on how fast frames arrive.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+
+from .audio import AudioFrame, FrameChunker
+from .resample import Resampler
+
+
+class VADStream(ABC):
+    """Per-call state of a VAD (models such as Silero carry state between frames)."""
+
+    @abstractmethod
+    def process(self, frame: AudioFrame) -> float:
+        """Speech probability in [0, 1] for one frame of exactly `VAD.frame_samples`."""
+
+    def reset(self) -> None:  # noqa: B027 - optional hook, stateless VADs need nothing
+        """Forget state, e.g. when the input stream restarts."""
+
+
+class VAD(ABC):
+    """A frame classifier. Subclasses say which rate and frame size they need."""
+
+    sample_rate: int = 16000
+    frame_samples: int = 320
+
+    @abstractmethod
+    def stream(self) -> VADStream: ...
+
+    @property
+    def frame_ms(self) -> float:
+        return 1000.0 * self.frame_samples / self.sample_rate
+
+
+class EnergyVAD(VAD):
+    """A level threshold with no model: a dependency-free fallback for clean audio.
+
+    Prefer `duplex.plugins.webrtcvad` or `duplex.plugins.silero` for real calls.
+    """
+
+    def __init__(
+        self, *, sample_rate: int = 16000, frame_ms: int = 20, level: float = 0.02
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate * frame_ms // 1000
+        self.level = level
+
+    def stream(self) -> VADStream:
+        return _EnergyStream(self.level)
+
+
+class _EnergyStream(VADStream):
+    def __init__(self, level: float) -> None:
+        self._level = level
+
+    def process(self, frame: AudioFrame) -> float:
+        return min(1.0, frame.rms() / (2 * self._level))
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    threshold: float = 0.5
+    prefix_padding_ms: float = 300.0
+    silence_duration_ms: float = 500.0
+    min_speech_ms: float = 100.0
+
+
+@dataclass(frozen=True)
+class SpeechStart:
+    #: Audio time of the first voiced frame.
+    at_ms: float
+    #: Audio from ``prefix_padding_ms`` before the onset up to now, at the input rate.
+    prefix: tuple[AudioFrame, ...]
+
+
+@dataclass(frozen=True)
+class SpeechEnd:
+    #: Audio time the last voiced frame ended.
+    at_ms: float
+    speech_ms: float
+
+
+TurnEvent = SpeechStart | SpeechEnd
+
+
+class TurnDetector:
+    """Feeds frames at any rate through the VAD and reports speech starts and ends."""
+
+    def __init__(
+        self, vad: VAD, options: TurnOptions | None = None, *, input_rate: int = 16000
+    ) -> None:
+        self.vad = vad
+        self.options = options or TurnOptions()
+        self.input_rate = input_rate
+        self._stream = vad.stream()
+        self._resampler = Resampler(input_rate, vad.sample_rate)
+        self._chunker = FrameChunker(vad.sample_rate, 1, vad.frame_ms)
+        self._vad_samples = 0  # audio time, in VAD-rate samples already classified
+        self._history: deque[tuple[float, AudioFrame]] = deque()
+        self._input_ms = 0.0
+        self.speaking = False
+        self._run_start_ms: float | None = None  # first voiced frame of the current run
+        self._last_voiced_end_ms = 0.0
+        self._speech_start_ms = 0.0
+        self.last_probability = 0.0
+
+    @property
+    def speech_ms(self) -> float:
+        """How long the current speech has lasted (0 when silent)."""
+        return self._last_voiced_end_ms - self._speech_start_ms if self.speaking else 0.0
+
+    @property
+    def audio_ms(self) -> float:
+        return self._input_ms
+
+    def push(self, frame: AudioFrame) -> list[TurnEvent]:
+        """Frames must be mono at ``input_rate``; returns the events they complete."""
+        events: list[TurnEvent] = []
+        self._history.append((self._input_ms, frame))
+        self._input_ms += frame.duration_ms
+        resampled = self._resampler.push(frame)
+        for chunk in self._chunker.push(resampled) if resampled is not None else ():
+            start_ms = 1000.0 * self._vad_samples / self.vad.sample_rate
+            self._vad_samples += chunk.samples_per_channel
+            end_ms = 1000.0 * self._vad_samples / self.vad.sample_rate
+            p = self._stream.process(chunk)
+            self.last_probability = p
+            ev = self._decide(p >= self.options.threshold, start_ms, end_ms)
+            if ev is not None:
+                events.append(ev)
+        self._trim_history()
+        return events
+
+    def _trim_history(self) -> None:
+        """Keep only audio a future `SpeechStart` prefix can still need.
+
+        Anchored on the VAD's clock (not the input's), so input frames of any
+        length, and audio still inside the resampler or chunker, are kept.
+        """
+        if self._run_start_ms is not None and not self.speaking:
+            earliest_onset = self._run_start_ms
+        else:
+            earliest_onset = 1000.0 * self._vad_samples / self.vad.sample_rate
+        since = earliest_onset - self.options.prefix_padding_ms
+        while self._history and self._history[0][0] + self._history[0][1].duration_ms <= since:
+            self._history.popleft()
+
+    def _decide(self, voiced: bool, start_ms: float, end_ms: float) -> TurnEvent | None:
+        opts = self.options
+        if voiced:
+            if self._run_start_ms is None:
+                self._run_start_ms = start_ms
+            self._last_voiced_end_ms = end_ms
+            if not self.speaking and end_ms - self._run_start_ms >= opts.min_speech_ms:
+                self.speaking = True
+                self._speech_start_ms = self._run_start_ms
+                return SpeechStart(self._run_start_ms, self._prefix(self._run_start_ms))
+            return None
+        if not self.speaking:
+            self._run_start_ms = None
+            return None
+        if end_ms - self._last_voiced_end_ms >= opts.silence_duration_ms:
+            self.speaking = False
+            self._run_start_ms = None
+            return SpeechEnd(
+                self._last_voiced_end_ms, self._last_voiced_end_ms - self._speech_start_ms
+            )
+        return None
+
+    def _prefix(self, onset_ms: float) -> tuple[AudioFrame, ...]:
+        since = onset_ms - self.options.prefix_padding_ms
+        return tuple(f for t, f in self._history if t + f.duration_ms > since)
+
+    def reset(self) -> None:
+        self._stream.reset()
+        self._resampler.reset()
+        self._chunker.clear()
+        # Audio dropped from the resampler and chunker was never classified: realign
+        # the VAD clock with the input clock so later onsets are not reported early.
+        self._vad_samples = round(self._input_ms * self.vad.sample_rate / 1000.0)
+        self.speaking = False
+        self._run_start_ms = None

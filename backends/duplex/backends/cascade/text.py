@@ -1,0 +1,69 @@
+"""Sentence cutting for streamed speech, and mapping played audio back to the words heard."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+# A sentence ends at . ! ? … (optionally closed by quotes or brackets) followed by space,
+# or at a line break. "3.5" and "e.g.x" stay whole because a space must follow.
+_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
+
+
+class SentenceSplitter:
+    """Cuts streamed text into sentences so speech can start before the reply is complete.
+
+    ``min_chars`` keeps very short fragments ("Hi.", "Mr.") attached to what follows,
+    trading a few milliseconds for a natural prosody.
+    """
+
+    def __init__(self, min_chars: int = 4) -> None:
+        self._buf = ""
+        self._min = min_chars
+
+    def push(self, text: str) -> Iterator[str]:
+        self._buf += text
+        start = 0
+        for m in _END.finditer(self._buf):
+            piece = self._buf[start : m.end()].strip()
+            if len(piece) < self._min:
+                continue
+            yield piece
+            start = m.end()
+        self._buf = self._buf[start:]
+
+    def flush(self) -> str | None:
+        rest, self._buf = self._buf.strip(), ""
+        return rest or None
+
+
+@dataclass
+class SpokenSegment:
+    """One sentence as sent to the caller: where its audio sits in the item's audio."""
+
+    text: str
+    start_ms: float
+    end_ms: float
+
+
+def heard_text(segments: Sequence[SpokenSegment], audio_end_ms: float) -> str:
+    """The words a caller heard when playback stopped at ``audio_end_ms``.
+
+    Sentences that finished playing are kept whole; within the sentence that was
+    playing, words are kept in proportion to the share of its audio played, rounded
+    down to whole words (speech rate is close enough to even within one sentence).
+    """
+    kept: list[str] = []
+    for seg in segments:
+        if audio_end_ms >= seg.end_ms:
+            kept.append(seg.text)
+            continue
+        if audio_end_ms > seg.start_ms and seg.end_ms > seg.start_ms:
+            words = seg.text.split()
+            share = (audio_end_ms - seg.start_ms) / (seg.end_ms - seg.start_ms)
+            n = int(len(words) * share)
+            if n:
+                kept.append(" ".join(words[:n]))
+        break
+    return " ".join(kept)

@@ -1,0 +1,167 @@
+"""What the server holds: the conversation mirror and the acknowledged requests in flight.
+
+The mirror stores the very item objects the session's `Conversation` holds, so
+`diff(mirror, local)` is empty when both agree. Items that cannot exist on the
+wire (a message with no content) are kept as *local-only* entries: present for
+the diff, never sent, never used as a ``previous_item_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from duplex.agents.conversation import Item
+
+
+@dataclass
+class _Entry:
+    item: Item
+    remote: bool
+
+
+class Mirror:
+    def __init__(self) -> None:
+        self._entries: list[_Entry] = []
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        return tuple(e.item for e in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, item_id: object) -> bool:
+        return any(e.item.id == item_id for e in self._entries)
+
+    def _index(self, item_id: str) -> int | None:
+        for i, e in enumerate(self._entries):
+            if e.item.id == item_id:
+                return i
+        return None
+
+    def get(self, item_id: str) -> Item | None:
+        i = self._index(item_id)
+        return None if i is None else self._entries[i].item
+
+    def is_remote(self, item_id: str) -> bool:
+        i = self._index(item_id)
+        return i is not None and self._entries[i].remote
+
+    def remote_ids(self) -> set[str]:
+        return {e.item.id for e in self._entries if e.remote}
+
+    def previous_of(self, item_id: str) -> str | None:
+        i = self._index(item_id)
+        return None if not i else self._entries[i - 1].item.id
+
+    def last_id(self) -> str | None:
+        return self._entries[-1].item.id if self._entries else None
+
+    def insert(
+        self, item: Item, after: str | None, *, remote: bool = True, first: bool = False
+    ) -> None:
+        """Insert after ``after``; with ``after`` None: first when ``first``, else appended.
+
+        An unknown ``after`` appends, which is where a server puts new output anyway.
+        """
+        if item.id in self:
+            self.replace(item)
+            return
+        entry = _Entry(item, remote)
+        if after is None:
+            if first:
+                self._entries.insert(0, entry)
+            else:
+                self._entries.append(entry)
+            return
+        i = self._index(after)
+        if i is None:
+            self._entries.append(entry)
+            return
+        self._entries.insert(i + 1, entry)
+
+    def replace(self, item: Item) -> None:
+        i = self._index(item.id)
+        if i is not None:
+            self._entries[i].item = item
+
+    def remove(self, item_id: str) -> Item | None:
+        i = self._index(item_id)
+        return None if i is None else self._entries.pop(i).item
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+@dataclass(eq=False)
+class Pending:
+    """One acknowledged request: settled by the server's ack, or by an error naming its event."""
+
+    kind: str
+    key: str
+    event_id: str
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    payload: Any = None
+
+
+class PendingOps:
+    """Requests in flight, findable by the ack that settles them or the event id an error names."""
+
+    def __init__(self) -> None:
+        self._by_event: dict[str, Pending] = {}
+        self._by_key: dict[tuple[str, str], deque[Pending]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_event)
+
+    def add(self, kind: str, key: str, event_id: str, payload: Any = None) -> Pending:
+        p = Pending(kind, key, event_id, payload=payload)
+        self._by_event[event_id] = p
+        self._by_key.setdefault((kind, key), deque()).append(p)
+        return p
+
+    def peek(self, kind: str, key: str) -> Pending | None:
+        q = self._by_key.get((kind, key))
+        return q[0] if q else None
+
+    def _drop(self, p: Pending) -> None:
+        self._by_event.pop(p.event_id, None)
+        q = self._by_key.get((p.kind, p.key))
+        if q is not None:
+            with contextlib.suppress(ValueError):
+                q.remove(p)
+            if not q:
+                del self._by_key[(p.kind, p.key)]
+
+    def resolve(self, kind: str, key: str, value: Any = None) -> Pending | None:
+        """Settle the oldest request of ``kind`` on ``key``; None when nothing waited for it."""
+        p = self.peek(kind, key)
+        if p is None:
+            return None
+        self._drop(p)
+        if not p.future.done():
+            p.future.set_result(value)
+        return p
+
+    def fail(self, event_id: str, exc: BaseException) -> Pending | None:
+        p = self._by_event.get(event_id)
+        if p is None:
+            return None
+        self._drop(p)
+        if not p.future.done():
+            p.future.set_exception(exc)
+            p.future.exception()  # the waiter re-raises it; nobody else must be warned
+        return p
+
+    def fail_all(self, exc: BaseException) -> None:
+        for p in list(self._by_event.values()):
+            self._drop(p)
+            if not p.future.done():
+                p.future.set_exception(exc)
+                p.future.exception()

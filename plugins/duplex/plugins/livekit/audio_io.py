@@ -1,0 +1,267 @@
+"""Audio between a LiveKit room and the session.
+
+Input: the followed participant's microphone, through ``rtc.AudioStream`` at the
+rate the backend wants, so no second resampling happens downstream.
+Output: one published ``LocalAudioTrack`` fed by ``rtc.AudioSource``. Its queue
+is the jitter buffer the far side plays from; keeping it small (a few hundred
+ms) is what lets an interruption stop the voice quickly, and its level is how
+we know how much of what was written has really been heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import numpy as np
+from duplex.agents.audio import AudioFrame, FrameChunker
+from duplex.agents.errors import AudioFormatError
+from duplex.agents.resample import Resampler
+from duplex.agents.transport import AudioInput, AudioOutput
+
+from livekit import rtc
+
+logger = logging.getLogger("duplex.plugins.livekit")
+
+#: The native source moves audio in 10 ms blocks; a partial block would wait for the next write.
+_BLOCK_MS = 10.0
+
+
+def to_rtc_frame(frame: AudioFrame) -> rtc.AudioFrame:
+    return rtc.AudioFrame(
+        frame.to_pcm16(), frame.sample_rate, frame.channels, frame.samples_per_channel
+    )
+
+
+def from_rtc_frame(frame: rtc.AudioFrame) -> AudioFrame:
+    data = np.frombuffer(frame.data, dtype=np.int16).copy()
+    return AudioFrame(data.reshape(-1, frame.num_channels), frame.sample_rate, frame.num_channels)
+
+
+class RoomAudioInput(AudioInput):
+    """Frames of whichever track is attached; stays one iterator across participant switches."""
+
+    def __init__(
+        self, sample_rate: int = 24000, channels: int = 1, *, max_queue_ms: float = 2000.0
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frame_ms = _BLOCK_MS
+        self._max_frames = max(1, int(max_queue_ms / self.frame_ms))
+        self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue()
+        self._stream: rtc.AudioStream | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+        self.track_sid: str | None = None
+        #: Frames thrown away because nobody consumed them (the session stalled).
+        self.dropped_frames = 0
+        self.received_frames = 0
+
+    def attach(self, track: rtc.Track) -> None:
+        """Listen to ``track`` from now on (replacing any previous one)."""
+        if self._closed:
+            return
+        self._stop_reader()
+        self.track_sid = track.sid
+        self._stream = rtc.AudioStream.from_track(
+            track=track, sample_rate=self.sample_rate, num_channels=self.channels
+        )
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(self._stream), name=f"livekit-mic-{track.sid}"
+        )
+
+    def detach(self) -> None:
+        self._stop_reader()
+        self.track_sid = None
+
+    def _stop_reader(self) -> None:
+        stream, reader = self._stream, self._reader
+        self._stream, self._reader = None, None
+        if reader is not None:
+            reader.cancel()
+        if stream is not None:
+            # aclose only releases the native handle; run it without blocking the caller
+            task = asyncio.get_running_loop().create_task(stream.aclose())
+            task.add_done_callback(_log_failure)
+
+    async def _read(self, stream: rtc.AudioStream) -> None:
+        async for event in stream:
+            self.received_frames += 1
+            self._put(from_rtc_frame(event.frame))
+
+    def _put(self, frame: AudioFrame) -> None:
+        if self._queue.qsize() >= self._max_frames:
+            # a stalled consumer must not make us buffer the call forever: keep the newest audio
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self.dropped_frames += 1
+        self._queue.put_nowait(frame)
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                return
+            yield frame
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.detach()
+        self._queue.put_nowait(None)
+
+
+class RoomAudioOutput(AudioOutput):
+    """The agent's published voice.
+
+    ``write`` waits while ``buffer_ms`` of audio is already queued (back-pressure
+    paced by the far side's clock); ``clear`` empties the native queue at once.
+    ``played_ms`` counts what left the queue, which is what the caller heard.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 24000,
+        channels: int = 1,
+        *,
+        buffer_ms: float = 200.0,
+        track_name: str = "agent-voice",
+    ) -> None:
+        if buffer_ms < 2 * _BLOCK_MS:
+            raise AudioFormatError(f"buffer_ms must be at least {2 * _BLOCK_MS:.0f} ms")
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frame_ms = 20.0
+        self.buffer_ms = buffer_ms
+        self.track_name = track_name
+        self._source: rtc.AudioSource | None = None
+        self._track: rtc.LocalAudioTrack | None = None
+        self._chunker = FrameChunker(sample_rate, channels, _BLOCK_MS)
+        self._resampler: Resampler | None = None
+        self._generation = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._captured_ms = 0.0  # handed to the native queue
+        self._dropped_ms = 0.0  # of those, thrown away by clear()
+        self._closed = False
+
+    # setup -------------------------------------------------------------------------------
+    @property
+    def source(self) -> rtc.AudioSource:
+        if self._source is None:
+            # the native queue is a little larger than ours so capture_frame never blocks:
+            # a capture blocked natively could not be undone by clear()
+            self._source = rtc.AudioSource(
+                self.sample_rate,
+                self.channels,
+                queue_size_ms=int(self.buffer_ms + 4 * _BLOCK_MS),
+                loop=asyncio.get_running_loop(),
+            )
+        return self._source
+
+    @property
+    def track(self) -> rtc.LocalAudioTrack:
+        if self._track is None:
+            self._track = rtc.LocalAudioTrack.create_audio_track(self.track_name, self.source)
+        return self._track
+
+    # AudioOutput -------------------------------------------------------------------------
+    @property
+    def buffered_ms(self) -> float:
+        return self._queued_ms() + self._pending_ms()
+
+    @property
+    def played_ms(self) -> float:
+        """Milliseconds that left the queue since the start: what the far side was sent."""
+        return max(0.0, self._captured_ms - self._dropped_ms - self._queued_ms())
+
+    async def write(self, frame: AudioFrame) -> None:
+        if self._closed:
+            return
+        conformed = self._conform(frame)
+        if conformed is None:
+            return
+        generation = self._generation
+        source = self.source
+        for block in self._chunker.push(conformed):
+            while self._queued_ms() + _BLOCK_MS > self.buffer_ms:
+                await self._wait((self._queued_ms() + _BLOCK_MS - self.buffer_ms) / 1000.0)
+                if generation != self._generation or self._closed:
+                    return  # cleared while waiting: this audio belongs to the interrupted reply
+            if generation != self._generation:
+                return
+            # capture_frame hands the block to the native queue before its first await,
+            # so count it first: a cancelled write still left this block queued
+            self._captured_ms += _BLOCK_MS
+            await source.capture_frame(to_rtc_frame(block))
+
+    def clear(self) -> float:
+        queued, pending = self._queued_ms(), self._pending_ms()
+        self._generation += 1
+        self._chunker.clear()
+        if self._resampler is not None:
+            self._resampler.reset()
+        if self._source is not None:
+            self._source.clear_queue()
+        self._dropped_ms += queued
+        self._wake_writers()
+        return queued + pending
+
+    async def wait_drained(self) -> None:
+        tail = self._chunker.flush(pad=True)
+        if tail is not None:
+            self._captured_ms += _BLOCK_MS
+            await self.source.capture_frame(to_rtc_frame(tail))
+        if self._source is not None:
+            await self._source.wait_for_playout()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_writers()
+        if self._source is not None:
+            self._source.clear_queue()
+            await self._source.aclose()
+
+    # internals ---------------------------------------------------------------------------
+    def _queued_ms(self) -> float:
+        return 0.0 if self._source is None else 1000.0 * self._source.queued_duration
+
+    def _pending_ms(self) -> float:
+        return 1000.0 * self._chunker.pending_samples / self.sample_rate
+
+    def _conform(self, frame: AudioFrame) -> AudioFrame | None:
+        if not isinstance(frame, AudioFrame):
+            raise AudioFormatError(f"expected an AudioFrame, got {type(frame).__name__}")
+        if frame.sample_rate == self.sample_rate and frame.channels == self.channels:
+            return frame
+        if self.channels != 1:
+            raise AudioFormatError(
+                f"output is {self.sample_rate} Hz/{self.channels} ch, frame is "
+                f"{frame.sample_rate} Hz/{frame.channels} ch"
+            )
+        r = self._resampler
+        if r is None or r.input_rate != frame.sample_rate or r.input_channels != frame.channels:
+            r = self._resampler = Resampler(
+                frame.sample_rate, self.sample_rate, input_channels=frame.channels
+            )
+        return r.push(frame)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep until the queue has room, or until clear()/close wakes us."""
+        if self._wake is None or self._wake.done():
+            self._wake = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._wake), max(seconds, 0.001))
+
+    def _wake_writers(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("closing an audio stream failed", exc_info=task.exception())

