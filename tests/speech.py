@@ -23,6 +23,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.resample import Resampler
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
 from duplex.agents import g711
 from duplex.agents.audio import (
     MAX_FRAME_SECONDS,
@@ -14,9 +18,6 @@ from duplex.agents.audio import (
 )
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.resample import Resampler
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 PROPERTY = settings(
     max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from duplex.agents.conversation import (
     AudioPart,
     Conversation,
@@ -19,8 +22,6 @@ from duplex.agents.conversation import (
     apply,
     diff,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PROPERTY = settings(max_examples=300, derandomize=True, deadline=None)
 POOL = [f"item_{k}" for k in range(10)]

@@ -87,8 +87,8 @@ async def test_full_spoken_turn() -> None:
         [Reply(text="Hello there friend", audio_ms=400)], user_transcripts=["hi"]
     )
     session, transport = await start(backend, playout="auto")
-    metrics = asyncio.ensure_future(session.wait_for(MetricsCollected))
-    user = asyncio.ensure_future(session.wait_for(UserTranscribed))
+    metrics = session.next_event(MetricsCollected)
+    user = session.next_event(UserTranscribed)
     speak(transport)
     await backend.session.wait_for_call("create_response")
     m = (await metrics).metrics
@@ -121,7 +121,7 @@ async def test_barge_in_truncates_to_what_was_played() -> None:
     await backend.session.handles[0].done  # the server has sent the whole reply
     played = await transport.output.play(300)
     assert played == pytest.approx(300)
-    interrupted = asyncio.ensure_future(session.wait_for(AgentInterrupted))
+    interrupted = session.next_event(AgentInterrupted)
     speak(transport, ms=300)
     ev = await interrupted
     call = await backend.session.wait_for_call("truncate")
@@ -147,11 +147,8 @@ async def test_barge_in_before_any_audio_deletes_the_item_and_cancels() -> None:
         [Reply(text="long answer", audio_ms=600, hold=True), Reply(text="ok", audio_ms=60)]
     )
     session, transport = await start(backend)
-    added = asyncio.ensure_future(
-        session.wait_for(
-            ConversationItemAdded,
-            lambda e: isinstance(e.item, Message) and e.item.role == "assistant",
-        )
+    added = session.next_event(
+        ConversationItemAdded, lambda e: isinstance(e.item, Message) and e.item.role == "assistant"
     )
     speak(transport)
     assistant = await added
@@ -206,7 +203,7 @@ async def test_tool_outputs_survive_interruption_and_are_sent_once() -> None:
         ]
     )
     session, transport = await start(backend, agent=agent)
-    started = asyncio.ensure_future(session.wait_for(ToolExecuted))
+    started = session.next_event(ToolExecuted)
     speak(transport)
     await backend.session.wait_for_call("create_response")
     await backend.session.handles[0].done  # the call was issued; the tool now waits on its gate

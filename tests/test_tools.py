@@ -13,10 +13,11 @@ from typing import Any, Literal, Optional
 
 import pydantic
 import pytest
+from typing_extensions import TypedDict
+
 from duplex.agents.agent import Agent
 from duplex.agents.errors import ToolArgumentsError, ToolDefinitionError
 from duplex.agents.tools import FunctionTool, build_tool, function_tool, is_tool, parse_docstring
-from typing_extensions import TypedDict
 
 # Parameter types live at module level: hints are resolved against the module globals.
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from duplex.agents.audio import AudioFrame, FrameChunker
 from duplex.agents.errors import AudioFormatError, ConfigurationError
 from duplex.agents.vad import VAD, SpeechEnd, SpeechStart, TurnDetector, TurnEvent, TurnOptions
 from duplex.plugins.silero import SileroVAD, bundled_model_path
 from duplex.plugins.webrtcvad import WebRTCVAD
-
 from tests.speech import concat, espeak_available, pink_noise, silence, speak, split, white_noise
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="needs the espeak-ng binary")

@@ -56,6 +56,21 @@ class Emitter:
                 fut.set_result(event)
                 self._waiters.remove(waiter)
 
+    def next_event(
+        self, event_type: type[E], predicate: Callable[[E], bool] | None = None
+    ) -> asyncio.Future[E]:
+        """A future for the next matching event, registered now (before anything else runs)."""
+        fut: asyncio.Future[E] = asyncio.get_running_loop().create_future()
+        waiter = (event_type, predicate, fut)
+        self._waiters.append(waiter)
+
+        def forget(_: asyncio.Future[E]) -> None:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+        fut.add_done_callback(forget)
+        return fut
+
     async def wait_for(
         self,
         event_type: type[E],
@@ -64,14 +79,7 @@ class Emitter:
         timeout: float | None = None,
     ) -> E:
         """The next event of this type (matching ``predicate``); raises TimeoutError."""
-        fut: asyncio.Future[E] = asyncio.get_running_loop().create_future()
-        waiter = (event_type, predicate, fut)
-        self._waiters.append(waiter)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+        return await asyncio.wait_for(self.next_event(event_type, predicate), timeout)
 
     @staticmethod
     async def _guard(aw: Awaitable[Any], name: str) -> None:

@@ -136,6 +136,15 @@ class AgentSession:
         """Subscribe to a session event class; returns an unsubscribe function."""
         return self._emitter.on(event_type, handler)
 
+    def next_event(
+        self, event_type: type[E], predicate: Callable[[E], bool] | None = None
+    ) -> asyncio.Future[E]:
+        """A future for the next matching event, subscribed before this call returns.
+
+        Use it to wait for what an action causes: subscribe first, then act.
+        """
+        return self._emitter.next_event(event_type, predicate)
+
     async def wait_for(
         self,
         event_type: type[E],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError, ConfigurationError
 from duplex.agents.vad import VAD, VADStream

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime
+
 from duplex.agents.errors import ConfigurationError
 
 _WHEEL_PACKAGE = "livekit.plugins.silero"

@@ -7,11 +7,10 @@ Cheap (a microsecond or two per frame) and dependency-light, but it answers
 
 from __future__ import annotations
 
+import webrtcvad
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError, ConfigurationError
 from duplex.agents.vad import VAD, VADStream
-
-import webrtcvad
 
 __all__ = ["SUPPORTED_FRAME_MS", "SUPPORTED_RATES", "WebRTCVAD"]
 
