@@ -53,6 +53,7 @@ from .events import (
     UserTranscribed,
 )
 from .input_path import InputPath
+from .interruption import settle_interrupted
 from .metrics import emit_turn_metrics
 from .playout import Playout
 from .responses import ReplyPolicy, ResponseState, ResponseTracker
@@ -63,9 +64,6 @@ from .vad import VAD, EnergyVAD, SpeechEnd, SpeechStart, TurnDetector, TurnOptio
 logger = logging.getLogger("duplex.agents.session")
 E = TypeVar("E")
 T = TypeVar("T")
-
-#: How long to wait for a cancelled reply to end before cutting its items anyway.
-CANCEL_SETTLE_S = 5.0
 
 
 class AgentSession:
@@ -316,27 +314,16 @@ class AgentSession:
     async def _settle_interrupted(
         self, resp: ResponseState, heard: dict[str, float], cancel: bool
     ) -> None:
-        """Cancel the reply, then cut its items to what was heard (delete what was not)."""
-        async with self._control:
-            if cancel and not resp.done.is_set():
-                await self.backend_session.cancel_response()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(resp.done.wait(), CANCEL_SETTLE_S)
-        removed = False
-        for item_id in list(dict.fromkeys([*resp.items, *heard])):
-            item = self.conversation.get(item_id)
-            if not isinstance(item, Message) or item.role != "assistant":
-                continue
-            played = int(heard.get(item_id, 0.0))
-            if played > 0 and self.caps.truncation:
-                async with self._control:
-                    try:
-                        await self.backend_session.truncate(item_id, played)
-                    except BackendErrorException as e:
-                        self._report_error(e.code, str(e), True)
-            elif played <= 0:
-                self.conversation.remove(item_id)
-                removed = True
+        removed = await settle_interrupted(
+            self.backend_session,
+            self._control,
+            self.conversation,
+            resp,
+            heard,
+            cancel=cancel,
+            truncation=self.caps.truncation,
+            on_error=lambda e: self._report_error(e.code, str(e), True),
+        )
         if removed:
             await self._sync()
         self._maybe_metrics(resp)
