@@ -145,14 +145,22 @@ class ChatServer:
                     await resp.write(self._chunk(cid, {"tool_calls": [first]}))
                     size = max(1, -(-len(step.arguments) // step.parts))
                     for i in range(0, len(step.arguments), size):
-                        frag = {"index": call_index, "function": {"arguments": step.arguments[i : i + size]}}
+                        frag = {
+                            "index": call_index,
+                            "function": {"arguments": step.arguments[i : i + size]},
+                        }
                         await resp.write(self._chunk(cid, {"tool_calls": [frag]}))
                     call_index += 1
                 elif isinstance(step, Gate):
                     await step.event.wait()  # a client leaving cancels this (handler_cancellation)
                 elif isinstance(step, Error):
-                    err = {"object": "error", "message": step.message, "type": "InternalServerError",
-                           "param": None, "code": step.code}
+                    err = {
+                        "object": "error",
+                        "message": step.message,
+                        "type": "InternalServerError",
+                        "param": None,
+                        "code": step.code,
+                    }
                     await resp.write(f"data: {json.dumps(err)}\n\n".encode())
                     return resp
                 elif isinstance(step, Raw):
@@ -164,8 +172,14 @@ class ChatServer:
             finish = "tool_calls" if call_index else "stop"
             await resp.write(self._chunk(cid, {}, finish))
             usage = {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
-            tail = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": self.model, "choices": [], "usage": usage}
+            tail = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
             await resp.write(f"data: {json.dumps(tail)}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
             served.finished.set()

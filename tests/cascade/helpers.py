@@ -39,7 +39,12 @@ class EventLog:
         return [e for e in self.events if isinstance(e, kind)]
 
     async def wait_for(
-        self, kind: type[E], pred: Callable[[E], bool] | None = None, *, timeout: float = 20.0, after: int = 0
+        self,
+        kind: type[E],
+        pred: Callable[[E], bool] | None = None,
+        *,
+        timeout: float = 20.0,
+        after: int = 0,
     ) -> E:
         async def scan() -> E:
             seen = after

@@ -43,7 +43,11 @@ class SpeechServer:
         self.url = ""
 
     def pcm(self, text: str) -> bytes:
-        audio: list[npt.NDArray[np.int16]] = [c.audio_int16_array for c in self.voice.synthesize(text)]
+        from piper import SynthesisConfig
+
+        repeatable = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        chunks = self.voice.synthesize(text, syn_config=repeatable)
+        audio: list[npt.NDArray[np.int16]] = [c.audio_int16_array for c in chunks]
         return np.concatenate(audio).astype("<i2").tobytes() if audio else b""
 
     async def start(self) -> SpeechServer:
@@ -67,7 +71,9 @@ class SpeechServer:
         self.log.http.append(body)
         if self.fail_next:
             self.fail_next -= 1
-            return web.json_response({"error": {"message": "TTS engine failed", "code": 500}}, status=500)
+            return web.json_response(
+                {"error": {"message": "TTS engine failed", "code": 500}}, status=500
+            )
         if body.get("response_format") != "pcm":
             return web.json_response({"error": {"message": "tests serve pcm only"}}, status=400)
         pcm = await asyncio.to_thread(self.pcm, body.get("input", ""))
@@ -80,9 +86,14 @@ class SpeechServer:
         for i in range(0, len(pcm), self.chunk_bytes):
             part = pcm[i : i + self.chunk_bytes]
             if sse:
-                event = {"type": "speech.audio.delta", "audio": base64.b64encode(part).decode(),
-                         "response_format": "pcm"}
-                await resp.write(f"event: speech.audio.delta\ndata: {json.dumps(event)}\n\n".encode())
+                event = {
+                    "type": "speech.audio.delta",
+                    "audio": base64.b64encode(part).decode(),
+                    "response_format": "pcm",
+                }
+                await resp.write(
+                    f"event: speech.audio.delta\ndata: {json.dumps(event)}\n\n".encode()
+                )
             else:
                 await resp.write(part)
         if sse:
@@ -111,7 +122,9 @@ class SpeechServer:
                 text.append(event.get("text", ""))
             elif kind == "input.done":
                 if config is None:
-                    await ws.send_json({"type": "error", "message": "session.config must come first"})
+                    await ws.send_json(
+                        {"type": "error", "message": "session.config must come first"}
+                    )
                     continue
                 if self.fail_next:
                     self.fail_next -= 1
@@ -119,17 +132,32 @@ class SpeechServer:
                     continue
                 sentence = "".join(text)
                 text.clear()
-                await ws.send_json({"type": "audio.start", "utterance_index": utterance,
-                                    "sentence_index": 0, "sentence_text": sentence,
-                                    "format": "pcm", "sample_rate": self.rate})
+                await ws.send_json(
+                    {
+                        "type": "audio.start",
+                        "utterance_index": utterance,
+                        "sentence_index": 0,
+                        "sentence_text": sentence,
+                        "format": "pcm",
+                        "sample_rate": self.rate,
+                    }
+                )
                 pcm = await asyncio.to_thread(self.pcm, sentence)
                 self.log.sent.append(len(pcm))
                 for i in range(0, len(pcm), self.chunk_bytes):
                     await ws.send_bytes(pcm[i : i + self.chunk_bytes])
-                await ws.send_json({"type": "audio.done", "utterance_index": utterance,
-                                    "sentence_index": 0, "total_bytes": len(pcm), "error": False})
-                await ws.send_json({"type": "session.done", "utterance_index": utterance,
-                                    "total_sentences": 1})
+                await ws.send_json(
+                    {
+                        "type": "audio.done",
+                        "utterance_index": utterance,
+                        "sentence_index": 0,
+                        "total_bytes": len(pcm),
+                        "error": False,
+                    }
+                )
+                await ws.send_json(
+                    {"type": "session.done", "utterance_index": utterance, "total_sentences": 1}
+                )
                 utterance += 1
             elif kind == "session.close":
                 break

@@ -7,13 +7,21 @@ import json
 
 import pytest
 
-from duplex.backends.cascade import ChatCompletionsLLM, LLMError, TextChunk, ToolCallChunk, UsageChunk
+from duplex.backends.cascade import (
+    ChatCompletionsLLM,
+    LLMError,
+    TextChunk,
+    ToolCallChunk,
+    UsageChunk,
+)
 from duplex.backends.cascade.stages import LLMChunk
 
 from .chat_server import Call, ChatServer, Cut, Error, Gate, Raw, Text
 
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+]
 
 
 async def collect(llm: ChatCompletionsLLM, **kw: object) -> list[LLMChunk]:
@@ -51,7 +59,9 @@ async def test_no_api_key_no_header_and_no_tools_field(chat_server: ChatServer) 
 
 async def test_tool_call_fragments_are_assembled_by_index(chat_server: ChatServer) -> None:
     args0, args1 = json.dumps({"city": "Paris", "unit": "celsius"}), json.dumps({"city": "Rome"})
-    chat_server.script(Text("Let me check."), Call("get_weather", args0, parts=5), Call("get_weather", args1))
+    chat_server.script(
+        Text("Let me check."), Call("get_weather", args0, parts=5), Call("get_weather", args1)
+    )
     llm = ChatCompletionsLLM(chat_server.url, "m")
     try:
         chunks = await collect(llm, tools=TOOLS)
@@ -71,7 +81,22 @@ async def test_null_and_missing_fields_are_tolerated(chat_server: ChatServer) ->
         Raw('{"choices": [{"delta": null, "finish_reason": null}]}'),
         Raw('{"choices": null, "usage": null}'),
         Raw('{"choices": [{"delta": {"content": null, "tool_calls": null}}]}'),
-        Raw('{"choices": [{"delta": {"tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"a": 1}}}]}}]}'),
+        # No index, whole call in one delta, arguments as an object (Ollama-style).
+        Raw(
+            json.dumps(
+                {
+                    "choices": [
+                        {
+                            "delta": {
+                                "tool_calls": [
+                                    {"id": "c1", "function": {"name": "f", "arguments": {"a": 1}}}
+                                ]
+                            }
+                        }
+                    ]
+                }
+            )
+        ),
         Raw('{"choices": [{"delta": {"content": "ok"}}]}'),
     )
     llm = ChatCompletionsLLM(chat_server.url, "m")
@@ -79,13 +104,22 @@ async def test_null_and_missing_fields_are_tolerated(chat_server: ChatServer) ->
         chunks = await collect(llm)
     finally:
         await llm.aclose()
-    assert [c for c in chunks if isinstance(c, ToolCallChunk)] == [ToolCallChunk("c1", "f", '{"a": 1}')]
+    assert [c for c in chunks if isinstance(c, ToolCallChunk)] == [
+        ToolCallChunk("c1", "f", '{"a": 1}')
+    ]
     assert [c.text for c in chunks if isinstance(c, TextChunk)] == ["ok"]
 
 
 async def test_http_error_is_typed(chat_server: ChatServer) -> None:
-    chat_server.http_error = (404, {"object": "error", "message": "The model `x` does not exist.",
-                                    "type": "NotFoundError", "code": 404})
+    chat_server.http_error = (
+        404,
+        {
+            "object": "error",
+            "message": "The model `x` does not exist.",
+            "type": "NotFoundError",
+            "code": 404,
+        },
+    )
     llm = ChatCompletionsLLM(chat_server.url, "x")
     try:
         with pytest.raises(LLMError) as err:

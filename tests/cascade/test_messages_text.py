@@ -28,8 +28,16 @@ def test_items_map_to_chat_messages() -> None:
             "role": "assistant",
             "content": "Let me check.",
             "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "c2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{}"},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
@@ -42,8 +50,13 @@ def test_call_without_output_gets_a_placeholder_before_the_next_turn() -> None:
     items = [FunctionCall("c1", "f", "{}"), Message.text_message("user", "Hello?")]
     out = to_chat_messages("", items)
     assert out == [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": MISSING_OUTPUT},
         {"role": "user", "content": "Hello?"},
     ]
@@ -57,7 +70,13 @@ def test_tool_choice_mapping() -> None:
 def test_sentences_are_cut_as_text_streams() -> None:
     sp = SentenceSplitter()
     out: list[str] = []
-    for piece in ["The weather in Par", "is is 3.5 degrees. It is", " sunny! Shall I", " book it?", " Ok"]:
+    for piece in [
+        "The weather in Par",
+        "is is 3.5 degrees. It is",
+        " sunny! Shall I",
+        " book it?",
+        " Ok",
+    ]:
         out.extend(sp.push(piece))
     assert out == ["The weather in Paris is 3.5 degrees.", "It is sunny!", "Shall I book it?"]
     assert sp.flush() == "Ok" and sp.flush() is None
@@ -68,8 +87,18 @@ def test_short_fragments_stay_with_what_follows() -> None:
     assert list(sp.push("Hi. Welcome back. ")) == ["Hi. Welcome back."]
 
 
+def test_run_on_sentences_are_cut_at_a_comma() -> None:
+    sp = SentenceSplitter(max_chars=40)
+    out = list(sp.push("First we go north along the river, then we turn left at the old mill and"))
+    assert out == ["First we go north along the river,"]
+    assert sp.flush() == "then we turn left at the old mill and"
+
+
 def test_heard_text_keeps_whole_sentences_then_a_share_of_words() -> None:
-    segs = [SpokenSegment("One two three.", 0, 1000), SpokenSegment("Four five six seven.", 1000, 2000)]
+    segs = [
+        SpokenSegment("One two three.", 0, 1000),
+        SpokenSegment("Four five six seven.", 1000, 2000),
+    ]
     assert heard_text(segs, 2500) == "One two three. Four five six seven."
     assert heard_text(segs, 1000) == "One two three."
     assert heard_text(segs, 1500) == "One two three. Four five"

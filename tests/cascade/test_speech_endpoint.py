@@ -25,8 +25,12 @@ async def test_http_stream_is_resampled_to_the_declared_rate(
     speech_server: SpeechServer, transcriber: Transcriber, stream_format: str
 ) -> None:
     tts = SpeechEndpointTTS(
-        speech_server.url, "Qwen/Qwen3-TTS", voice="vivian", sample_rate=24000,
-        server_rate=speech_server.rate, extra_body={"stream_format": stream_format},
+        speech_server.url,
+        "Qwen/Qwen3-TTS",
+        voice="vivian",
+        sample_rate=24000,
+        server_rate=speech_server.rate,
+        extra_body={"stream_format": stream_format},
     )
     frames = await speak_all(tts, SENTENCE)
     assert len(frames) > 5 and {f.sample_rate for f in frames} == {24000}

@@ -26,7 +26,9 @@ async def push_all(utt, audio, ms: float = 20.0) -> None:  # type: ignore[no-unt
         await utt.push(frame)
 
 
-async def test_streams_while_speaking_and_reuses_one_connection(vllm_server: VLLMRealtimeServer) -> None:
+async def test_streams_while_speaking_and_reuses_one_connection(
+    vllm_server: VLLMRealtimeServer,
+) -> None:
     stt = VLLMRealtimeSTT(vllm_server.url, MODEL)
     session = await stt.connect()
     partials: list[str] = []
@@ -49,7 +51,9 @@ async def test_streams_while_speaking_and_reuses_one_connection(vllm_server: VLL
     assert len(vllm_server.connections) == 1
     events = vllm_server.connections[0].events
     assert events[0] == {"type": "session.update", "model": MODEL}  # model at the top level
-    kinds = [(e["type"], e.get("final")) for e in events[1:] if e["type"] != "input_audio_buffer.append"]
+    kinds = [
+        (e["type"], e.get("final")) for e in events[1:] if e["type"] != "input_audio_buffer.append"
+    ]
     commit, final = ("input_audio_buffer.commit", None), ("input_audio_buffer.commit", True)
     assert kinds == [commit, final, commit, final]
     # Each utterance's audio went to its own generation, none lost after `done`.
@@ -149,40 +153,49 @@ def _b64(pcm: bytes) -> str:
 
 
 async def test_server_quirks(vllm_server: VLLMRealtimeServer) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(vllm_server.url + "/v1/realtime") as ws:
-            created = await _recv(ws)
-            assert created["type"] == "session.created" and created["id"].startswith("sess-")
-            await ws.send_json({"type": "input_audio_buffer.commit"})
-            assert await _recv(ws) == {"type": "error", "error": "Model not validated; send session.update first", "code": "model_not_validated"}
-            await ws.send_json({"type": "session.update"})
-            err = await _recv(ws)
-            assert (err["code"], isinstance(err["error"], str)) == ("invalid_event", True)
-            await ws.send_json({"type": "session.update", "model": "gpt-4o"})
-            assert (await _recv(ws))["code"] == "model_not_found"
-            await ws.send_json({"type": "session.update", "model": MODEL})
-            # No session.updated: the next thing we hear is the answer to the next event.
-            await ws.send_json({"type": "input_audio_buffer.clear"})
-            assert (await _recv(ws))["code"] == "unknown_event"
-            for bad in ("not base64!", "", _b64(b"\x01\x02\x03")):
-                await ws.send_json({"type": "input_audio_buffer.append", "audio": bad})
-                assert (await _recv(ws))["code"] == "invalid_audio"
-            speech = speak("What time is it?").to_pcm16()
-            await ws.send_json({"type": "input_audio_buffer.commit"})
-            await ws.send_json({"type": "input_audio_buffer.commit"})  # ignored: generation running
-            await ws.send_json({"type": "input_audio_buffer.append", "audio": _b64(speech)})
-            await ws.send_json({"type": "input_audio_buffer.commit", "final": True})
-            await ws.send_json({"type": "input_audio_buffer.append", "audio": _b64(speech)})  # lost
-            text = ""
-            while True:
-                ev = await _recv(ws)
-                if ev["type"] == "transcription.delta":
-                    text += ev["delta"]
-                else:
-                    break
-            assert ev["type"] == "transcription.done" and ev["text"] == text
-            assert {"what", "time"} <= set(words(text))
-            assert set(ev["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details"}
+    url = vllm_server.url + "/v1/realtime"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        created = await _recv(ws)
+        assert created["type"] == "session.created" and created["id"].startswith("sess-")
+        await ws.send_json({"type": "input_audio_buffer.commit"})
+        assert await _recv(ws) == {
+            "type": "error",
+            "error": "Model not validated; send session.update first",
+            "code": "model_not_validated",
+        }
+        await ws.send_json({"type": "session.update"})
+        err = await _recv(ws)
+        assert (err["code"], isinstance(err["error"], str)) == ("invalid_event", True)
+        await ws.send_json({"type": "session.update", "model": "gpt-4o"})
+        assert (await _recv(ws))["code"] == "model_not_found"
+        await ws.send_json({"type": "session.update", "model": MODEL})
+        # No session.updated: the next thing we hear is the answer to the next event.
+        await ws.send_json({"type": "input_audio_buffer.clear"})
+        assert (await _recv(ws))["code"] == "unknown_event"
+        for bad in ("not base64!", "", _b64(b"\x01\x02\x03")):
+            await ws.send_json({"type": "input_audio_buffer.append", "audio": bad})
+            assert (await _recv(ws))["code"] == "invalid_audio"
+        speech = speak("What time is it?").to_pcm16()
+        await ws.send_json({"type": "input_audio_buffer.commit"})
+        await ws.send_json({"type": "input_audio_buffer.commit"})  # ignored: generation running
+        await ws.send_json({"type": "input_audio_buffer.append", "audio": _b64(speech)})
+        await ws.send_json({"type": "input_audio_buffer.commit", "final": True})
+        await ws.send_json({"type": "input_audio_buffer.append", "audio": _b64(speech)})  # lost
+        text = ""
+        while True:
+            ev = await _recv(ws)
+            if ev["type"] == "transcription.delta":
+                text += ev["delta"]
+            else:
+                break
+        assert ev["type"] == "transcription.done" and ev["text"] == text
+        assert {"what", "time"} <= set(words(text))
+        assert set(ev["usage"]) == {
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+        }
     conn = vllm_server.connections[0]
     assert len(conn.generations) == 1 and conn.generations[0].size == len(speech) // 2
     assert conn.dropped_samples == len(speech) // 2

@@ -106,7 +106,9 @@ class VLLMRealtimeServer:
         async def error(message: str, code: str) -> None:
             await send({"type": "error", "error": message, "code": code})
 
-        await send({"type": "session.created", "id": f"sess-{uuid.uuid4()}", "created": int(time.time())})
+        await send(
+            {"type": "session.created", "id": f"sess-{uuid.uuid4()}", "created": int(time.time())}
+        )
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -139,7 +141,9 @@ class VLLMRealtimeServer:
                         await error(f"Invalid base64 audio: {e}", "invalid_audio")
                         continue
                     if not raw or len(raw) % 2 or len(raw) // 2 > self.max_samples:
-                        await error("Invalid audio: empty, odd length or too large", "invalid_audio")
+                        await error(
+                            "Invalid audio: empty, odd length or too large", "invalid_audio"
+                        )
                         continue
                     conn.appends += 1
                     queue.put_nowait(np.frombuffer(raw, "<i2").astype(np.int16))
@@ -149,7 +153,9 @@ class VLLMRealtimeServer:
                         break
                 elif kind == "input_audio_buffer.commit":
                     if state["model"] is None:
-                        await error("Model not validated; send session.update first", "model_not_validated")
+                        await error(
+                            "Model not validated; send session.update first", "model_not_validated"
+                        )
                     elif event.get("final", False):
                         queue.put_nowait(_END)
                     elif state["generation"] is not None and not state["generation"].done():
@@ -166,7 +172,9 @@ class VLLMRealtimeServer:
                 gen.cancel()
         return ws
 
-    async def _generate(self, conn: Connection, queue: asyncio.Queue[Any], send: Any, error: Any) -> None:
+    async def _generate(
+        self, conn: Connection, queue: asyncio.Queue[Any], send: Any, error: Any
+    ) -> None:
         chunks: list[npt.NDArray[np.int16]] = []
         while True:
             item = await queue.get()

@@ -45,6 +45,7 @@ class CascadeBackend(Backend):
         tools: Sequence[FunctionTool],
         conversation: Conversation,
     ) -> CascadeSession:
+        await self.tts.prepare()
         stt_session = await self.stt.connect()
         return CascadeSession(
             stt=stt_session,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
 from duplex.agents.backend import ToolChoice, Usage
 
 from .errors import LLMError

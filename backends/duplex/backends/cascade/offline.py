@@ -7,7 +7,7 @@ import os
 from .backend import CascadeBackend
 from .chat_completions import ChatCompletionsLLM
 from .echo import EchoLLM
-from .stages import LLM
+from .stages import LLM, STT, TTS
 
 
 def llm_from_env() -> LLM:
@@ -19,13 +19,16 @@ def llm_from_env() -> LLM:
     return EchoLLM()
 
 
-def offline_backend(*, llm: LLM | None = None) -> CascadeBackend:
+def offline_backend(
+    *, llm: LLM | None = None, stt: STT | None = None, tts: TTS | None = None
+) -> CascadeBackend:
     """Runs with no network: models ship in wheels (Whisper tiny.en, Piper en_US-joe-medium).
 
     Without ``DUPLEX_LLM_URL``/``DUPLEX_LLM_MODEL`` the reply is `EchoLLM`'s
     "You said: ...", which proves the audio path end to end but is not a model.
+    Any stage can be swapped (e.g. a repeatable Piper voice in tests).
     """
     from duplex.plugins.piper import PiperTTS
     from duplex.plugins.whisper import WhisperSTT
 
-    return CascadeBackend(WhisperSTT(), llm or llm_from_env(), PiperTTS())
+    return CascadeBackend(stt or WhisperSTT(), llm or llm_from_env(), tts or PiperTTS())

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import aiohttp
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.resample import Resampler

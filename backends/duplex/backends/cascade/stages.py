@@ -110,6 +110,9 @@ class TTS(ABC):
     #: Rate of every frame `synthesize` yields (mono int16).
     sample_rate: int = 24000
 
+    async def prepare(self) -> None:  # noqa: B027 - optional: remote stages need nothing
+        """Load what the first sentence would otherwise wait for (a local voice)."""
+
     @abstractmethod
     def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
         """Audio as it is produced; raises `TTSError`. Closing early must stop the work."""

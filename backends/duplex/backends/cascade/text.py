@@ -15,12 +15,14 @@ class SentenceSplitter:
     """Cuts streamed text into sentences so speech can start before the reply is complete.
 
     ``min_chars`` keeps very short fragments ("Hi.", "Mr.") attached to what follows,
-    trading a few milliseconds for a natural prosody.
+    trading a few milliseconds for a natural prosody. A run-on sentence longer than
+    ``max_chars`` is cut at its last comma (or space) so speech still starts early.
     """
 
-    def __init__(self, min_chars: int = 4) -> None:
+    def __init__(self, min_chars: int = 4, max_chars: int = 200) -> None:
         self._buf = ""
         self._min = min_chars
+        self._max = max_chars
 
     def push(self, text: str) -> Iterator[str]:
         self._buf += text
@@ -32,6 +34,14 @@ class SentenceSplitter:
             yield piece
             start = m.end()
         self._buf = self._buf[start:]
+        while len(self._buf) > self._max:
+            head = self._buf[: self._max]
+            cut = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
+            cut = cut + 1 if cut > self._min else head.rfind(" ")
+            if cut <= self._min:
+                break  # one huge word: wait for a boundary
+            yield self._buf[:cut].strip()
+            self._buf = self._buf[cut:].lstrip()
 
     def flush(self) -> str | None:
         rest, self._buf = self._buf.strip(), ""

@@ -9,6 +9,7 @@ docs/backends/vllm.md for the ``vllm serve`` commands.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from duplex.agents.errors import ConfigurationError
 from duplex.backends.cascade import CascadeBackend, ChatCompletionsLLM, SpeechEndpointTTS
@@ -28,6 +29,8 @@ class VLLMRealtime(CascadeBackend):
     ``http://localhost:8000``), ``DUPLEX_STT_MODEL``, ``DUPLEX_LLM_MODEL`` (required),
     ``DUPLEX_TTS_URL`` / ``DUPLEX_TTS_MODEL`` / ``DUPLEX_TTS_VOICE``, ``DUPLEX_LLM_API_KEY``.
     ``tts`` may be any `TTS`; without one and without a TTS URL the local Piper voice speaks.
+    ``llm_extra_body`` is merged into each chat request, e.g.
+    ``{"chat_template_kwargs": {"enable_thinking": False}}`` for Qwen3.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class VLLMRealtime(CascadeBackend):
         api_key: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        llm_extra_body: dict[str, Any] | None = None,
         sentence_min_chars: int = 4,
     ) -> None:
         env = os.environ.get
@@ -68,6 +72,7 @@ class VLLMRealtime(CascadeBackend):
             api_key=api_key,
             temperature=temperature,
             max_tokens=max_tokens,
+            extra_body=llm_extra_body,
         )
         tts_url = tts_url or env("DUPLEX_TTS_URL")
         if tts is None and tts_url:

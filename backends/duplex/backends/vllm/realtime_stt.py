@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 import aiohttp
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
 from duplex.backends.cascade.chat_completions import api_root

@@ -47,7 +47,8 @@ class PiperTTS(TTS):
     """Synthesises in a worker thread and streams each of Piper's chunks as it is ready.
 
     Closing the stream early stops the thread at its next chunk, so an interrupted
-    reply does not keep a core busy.
+    reply does not keep a core busy. Piper adds random noise to prosody and timing;
+    ``noise_scale=0, noise_w_scale=0`` makes the output repeatable (tests, demos).
     """
 
     def __init__(
@@ -57,6 +58,8 @@ class PiperTTS(TTS):
         *,
         speaker_id: int | None = None,
         length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
         frame_ms: float = 40.0,
         use_cuda: bool = False,
     ) -> None:
@@ -67,6 +70,8 @@ class PiperTTS(TTS):
         self.config_path = Path(config_path) if config_path else Path(f"{model_path}.json")
         self.speaker_id = speaker_id
         self.length_scale = length_scale
+        self.noise_scale = noise_scale
+        self.noise_w_scale = noise_w_scale
         self.frame_ms = frame_ms
         self.use_cuda = use_cuda
         config = json.loads(self.config_path.read_text(encoding="utf-8"))
@@ -85,10 +90,18 @@ class PiperTTS(TTS):
                 ) from e
         return self._voice
 
+    async def prepare(self) -> None:
+        await self.load()
+
     def _syn_config(self) -> Any:
         from piper import SynthesisConfig
 
-        return SynthesisConfig(speaker_id=self.speaker_id, length_scale=self.length_scale)
+        return SynthesisConfig(
+            speaker_id=self.speaker_id,
+            length_scale=self.length_scale,
+            noise_scale=self.noise_scale,
+            noise_w_scale=self.noise_w_scale,
+        )
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
         voice = await self.load()

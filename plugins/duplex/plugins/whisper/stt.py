@@ -2,24 +2,27 @@
 
 Whisper is not a streaming model, so streaming is emulated: while the caller
 speaks, the growing utterance is re-transcribed in the background each time
-``pass_every_s`` of new audio has arrived (a pass takes ~0.3 s on two cores).
+``pass_every_s`` of new audio has arrived (a pass takes 0.3-0.7 s on two cores).
 The local VAD ends a turn only after ``silence_duration_ms`` of silence (500 ms by
 default), so by the commit a pass has usually already covered every word. At
 `finish` that pass is reused when the audio after it is quiet (its loudest 20 ms
-is ``quiet_db`` below the loudest speech); otherwise one last pass runs over the
-whole utterance. Background passes only use idle model time: one that would queue
-behind another call's pass is skipped, so a busy server delays no final.
+is ``quiet_db`` below the loudest speech), without waiting for a pass still
+running; otherwise one last pass runs over the whole utterance. Passes skip audio
+that is only quiet, and use only idle model time: one that would queue behind
+another call's pass is skipped, so a busy server delays no final.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
 from duplex.backends.cascade.errors import STTError, STTOverflowError
@@ -40,6 +43,12 @@ def _window_rms(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return rms
 
 
+def _consume(task: asyncio.Task[None]) -> None:
+    """A background pass nobody waits for any more must not warn about its exception."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Utterance(STTUtterance):
     def __init__(self, stt: WhisperSTT, on_partial: PartialCallback | None) -> None:
         self._stt = stt
@@ -49,6 +58,8 @@ class _Utterance(STTUtterance):
         self._ended = False
         self._pass: asyncio.Task[None] | None = None
         self._last: tuple[int, str] | None = None  # (samples covered, text) of the newest pass
+        self._peak = 0.0  # loudest 20 ms so far (RMS)
+        self._voiced_end = 0  # where the last audio that is not quiet ends (samples)
         #: Seconds `finish` took (what the caller waits after the end of the turn).
         self.final_latency_s: float | None = None
         #: Whether `finish` reused a background pass instead of running a new one.
@@ -70,17 +81,30 @@ class _Utterance(STTUtterance):
             raise STTOverflowError(
                 f"utterance longer than {self._stt.max_utterance_s:.0f} s; frame refused"
             )
-        self._chunks.append(frame.to_mono().to_float()[:, 0])
-        self._samples += frame.samples_per_channel
+        audio = frame.to_mono().to_float()[:, 0]
+        levels = _window_rms(audio)
+        if levels.size:
+            self._peak = max(self._peak, float(levels.max()))
+            loud = np.flatnonzero(levels > self._peak * self._stt.quiet_ratio)
+            if loud.size:
+                self._voiced_end = self._samples + min(len(audio), int(loud[-1] + 1) * _WINDOW)
+        self._chunks.append(audio)
+        self._samples += len(audio)
         self._maybe_pass()
 
     def _maybe_pass(self) -> None:
         if self._ended or (self._pass is not None and not self._pass.done()):
             return
         covered = self._last[0] if self._last else 0
-        if self._samples - covered < self._stt.pass_every_s * RATE or self._stt.busy:
+        if self._voiced_end <= covered:
+            return  # only quiet audio since the last pass: it would change nothing
+        if self._samples - covered < self._stt.pass_every_s * RATE:
+            return
+        if self._stt.busy:
+            self._stt.when_idle(self._maybe_pass)  # try again once the model is free
             return
         self._pass = asyncio.create_task(self._background_pass(self._samples))
+        self._pass.add_done_callback(_consume)
 
     async def _background_pass(self, upto: int) -> None:
         text = await self._stt.run_pass(self._audio(upto))
@@ -88,15 +112,17 @@ class _Utterance(STTUtterance):
         self._last = (upto, text)
         if text and self._on_partial is not None and not self._ended:
             self._on_partial(text)
+        self._pass = None
         self._maybe_pass()  # audio that arrived meanwhile
 
     async def finish(self) -> str:
         start = time.perf_counter()
         self._ended = True
-        if self._pass is not None:
-            await asyncio.gather(self._pass, return_exceptions=True)
         audio = self._audio()
-        if self._last is not None and self._quiet_after(audio, self._last[0]):
+        if not self._covers_speech(audio) and self._pass is not None:
+            # A pass is running: it may cover the rest, and a new one would queue behind it.
+            await asyncio.gather(self._pass, return_exceptions=True)
+        if self._last is not None and self._covers_speech(audio):
             text, self.reused_pass = self._last[1], True
         else:
             text = await self._stt.run_pass(audio)
@@ -104,14 +130,17 @@ class _Utterance(STTUtterance):
         self.final_latency_s = time.perf_counter() - start
         return text
 
-    def _quiet_after(self, audio: npt.NDArray[np.float32], covered: int) -> bool:
+    def _covers_speech(self, audio: npt.NDArray[np.float32]) -> bool:
+        """The newest pass heard everything but quiet audio (judged against the whole turn)."""
+        if self._last is None:
+            return False
+        covered = self._last[0]
         if covered >= len(audio):
             return True
         head, tail = _window_rms(audio[:covered]), _window_rms(audio[covered:])
         if head.size == 0:
             return False
-        peak = float(head.max())
-        return float(tail.max()) <= peak * 10 ** (-self._stt.quiet_db / 20)
+        return float(tail.max()) <= float(head.max()) * self._stt.quiet_ratio
 
     async def cancel(self) -> None:
         self._ended = True
@@ -160,8 +189,10 @@ class WhisperSTT(STT):
         self.pass_every_s = pass_every_s
         self.quiet_db = quiet_db
         self.max_utterance_s = max_utterance_s
+        self.quiet_ratio = 10 ** (-quiet_db / 20)
         self._model: Any = None
         self._running = 0
+        self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
 
     @property
     def busy(self) -> bool:
@@ -184,6 +215,12 @@ class WhisperSTT(STT):
                 ) from e
         return self._model
 
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call back (on the caller's loop) when no pass is running."""
+        entry = (asyncio.get_running_loop(), callback)
+        if entry not in self._idle_waiters:
+            self._idle_waiters.append(entry)
+
     async def run_pass(self, audio: npt.NDArray[np.float32]) -> str:
         model = await self.load()
         self._running += 1
@@ -195,6 +232,11 @@ class WhisperSTT(STT):
             raise STTError(f"Whisper failed: {type(e).__name__}: {e}", code="stt_failed") from e
         finally:
             self._running -= 1
+            if not self._running:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for loop, callback in waiters:
+                    if not loop.is_closed():
+                        loop.call_soon_threadsafe(callback)
 
     async def connect(self) -> STTSession:
         await self.load()
