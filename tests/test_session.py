@@ -358,3 +358,24 @@ async def test_bad_frames_rejected_with_clear_errors() -> None:
     speak(transport)
     await backend.session.wait_for_call("create_response")
     await session.aclose()
+
+
+@pytest.mark.parametrize("server_replies", [True, False])
+async def test_server_vad_turns_reply_only_when_the_server_does_not(server_replies: bool) -> None:
+    backend = ScriptedBackend(
+        [Reply(text="hi", audio_ms=60)], server_vad=True, server_replies=server_replies
+    )
+    session, transport = await start(backend, playout="auto")
+    transport.push_silence(200)
+    # With server turn detection every frame reaches the backend, silence included.
+    await backend.session.wait_for_call("push_audio", count=5)
+    backend.session.speech_started()
+    backend.session.speech_stopped()
+    if server_replies:
+        # The server starts its own replies: the only request is the one made here.
+        handle = await session.generate_reply()
+        await handle.done
+        assert len(backend.session.called("create_response")) == 1
+    else:
+        await backend.session.wait_for_call("create_response")
+    await session.aclose()

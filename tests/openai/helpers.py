@@ -41,7 +41,7 @@ class Collector:
                     if ev.previous_item_id is not None:
                         self.conversation.insert_after(ev.previous_item_id, ev.item)
                     else:
-                        self.conversation.insert_after(None, ev.item)
+                        self.conversation.append(ev.item)  # as AgentSession does
                 else:
                     self.conversation.replace(ev.item)
             elif isinstance(ev, ItemUpdated):

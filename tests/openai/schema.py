@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union, get_args
 
 import pydantic
-from openai.types.beta import realtime as beta
 from openai.types import realtime as ga
+from openai.types.beta import realtime as beta
 
 Side = Literal["client", "server"]
 Dialect = Literal["ga", "beta"]
@@ -19,9 +19,8 @@ Dialect = Literal["ga", "beta"]
 
 def _strict_union(sdk_union: Any) -> pydantic.TypeAdapter[Any]:
     members = get_args(get_args(sdk_union)[0])
-    return pydantic.TypeAdapter(
-        Annotated[Union[tuple(members)], pydantic.Field(discriminator="type")]  # noqa: UP007
-    )
+    union: Any = Annotated[Union[tuple(members)], pydantic.Field(discriminator="type")]  # noqa: UP007
+    return pydantic.TypeAdapter(union)
 
 
 _ADAPTERS: dict[tuple[Dialect, Side], pydantic.TypeAdapter[Any]] = {
@@ -57,7 +56,9 @@ def validate(event: dict[str, Any], *, dialect: Dialect, side: Side) -> Any:
         raise SchemaError(f"{side} event {event.get('type')!r} ({dialect}): {e}") from None
     extra = _extras(model)
     if extra:
-        raise SchemaError(f"{side} event {event.get('type')!r} ({dialect}) has unknown fields {extra}")
+        raise SchemaError(
+            f"{side} event {event.get('type')!r} ({dialect}) has unknown fields {extra}"
+        )
     return model
 
 

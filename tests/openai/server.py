@@ -53,12 +53,20 @@ class Reply:
         return bool(self.text) or not self.function_calls
 
 
+@dataclass(frozen=True)
+class FailedTranscript:
+    """Script a transcription failure after ``partial`` was transcribed."""
+
+    message: str = "audio could not be transcribed"
+    partial: str = ""
+
+
 class RealtimeTestServer:
     def __init__(self, *, echo_metadata: bool = True, api_key: str = API_KEY) -> None:
         self.echo_metadata = echo_metadata
         self.api_key = api_key
         self.replies: deque[Reply] = deque()
-        self.transcripts: deque[str] = deque()
+        self.transcripts: deque[str | FailedTranscript] = deque()
         self.connections: list[ServerConnection] = []
         self.received: list[tuple[int, dict[str, Any]]] = []
         self.sent: list[tuple[int, dict[str, Any]]] = []
@@ -68,6 +76,8 @@ class RealtimeTestServer:
         self.fail_next: dict[str, tuple[str, str]] = {}
         #: HTTP status for the next handshakes (e.g. [503, 503] then accept).
         self.refuse_connections: deque[int] = deque()
+        #: Start a server-initiated response just before handling the next response.create.
+        self.race_next_create = False
         self.handshakes: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
@@ -83,7 +93,7 @@ class RealtimeTestServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]
         return self.base_url
 
     @property
@@ -103,7 +113,7 @@ class RealtimeTestServer:
     def next_reply(self) -> Reply:
         return self.replies.popleft() if self.replies else Reply()
 
-    def next_transcript(self) -> str:
+    def next_transcript(self) -> str | FailedTranscript:
         return self.transcripts.popleft() if self.transcripts else "hello"
 
     def changed(self) -> None:
@@ -144,7 +154,10 @@ class RealtimeTestServer:
             raise web.HTTPUnauthorized(text='{"error":{"code":"invalid_api_key"}}')
         ws = web.WebSocketResponse(max_msg_size=32 * 1024 * 1024)
         await ws.prepare(request)
-        beta = request.headers.get("OpenAI-Beta") == "realtime=v1" or request.path == "/openai/realtime"
+        beta = (
+            request.headers.get("OpenAI-Beta") == "realtime=v1"
+            or request.path == "/openai/realtime"
+        )
         conn = ServerConnection(self, ws, len(self.connections), "beta" if beta else "ga")
         self.connections.append(conn)
         self.changed()

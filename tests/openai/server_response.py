@@ -77,7 +77,12 @@ class ServerResponse:
                     "type": "rate_limits.updated",
                     "rate_limits": [
                         {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 1.0},
-                        {"name": "tokens", "limit": 50000, "remaining": 49000, "reset_seconds": 2.5},
+                        {
+                            "name": "tokens",
+                            "limit": 50000,
+                            "remaining": 49000,
+                            "reset_seconds": 2.5,
+                        },
                     ],
                 }
             )
@@ -99,7 +104,12 @@ class ServerResponse:
         self.output.append(item)
         idx = len(self.output) - 1
         await c.send(
-            {"type": "response.output_item.added", "response_id": self.id, "output_index": idx, "item": item}
+            {
+                "type": "response.output_item.added",
+                "response_id": self.id,
+                "output_index": idx,
+                "item": item,
+            }
         )
         await c.send_item_ack(item)
 
@@ -107,11 +117,20 @@ class ServerResponse:
         c = self.conn
         idx = self.output.index(item)
         await c.send(
-            {"type": "response.output_item.done", "response_id": self.id, "output_index": idx, "item": item}
+            {
+                "type": "response.output_item.done",
+                "response_id": self.id,
+                "output_index": idx,
+                "item": item,
+            }
         )
         if c.dialect == "ga":
             await c.send(
-                {"type": "conversation.item.done", "item": item, "previous_item_id": c.previous_of(item["id"])}
+                {
+                    "type": "conversation.item.done",
+                    "item": item,
+                    "previous_item_id": c.previous_of(item["id"]),
+                }
             )
 
     async def _function_call(self, name: str, args: str) -> bool:
@@ -130,22 +149,27 @@ class ServerResponse:
         half = len(args) // 2
         for piece in (args[:half], args[half:]):
             await c.send(
-                {"type": "response.function_call_arguments.delta", **base, "call_id": item["call_id"], "delta": piece}
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **base,
+                    "call_id": item["call_id"],
+                    "delta": piece,
+                }
             )
             if await self._pause():
                 item["status"] = "incomplete"
                 await self._item_done(item)
                 return False
         item.update({"arguments": args, "status": "completed"})
-        await c.send(
-            {
-                "type": "response.function_call_arguments.done",
-                **base,
-                "call_id": item["call_id"],
-                "name": name,
-                "arguments": args,
-            }
-        )
+        done = {
+            "type": "response.function_call_arguments.done",
+            **base,
+            "call_id": item["call_id"],
+            "arguments": args,
+        }
+        if c.dialect == "ga":
+            done["name"] = name  # the beta event has no name: it is on the output item
+        await c.send(done)
         await self._item_done(item)
         return True
 
@@ -163,32 +187,57 @@ class ServerResponse:
             "content": [],
         }
         await self._add_item(item)
-        base = {"response_id": self.id, "item_id": item["id"], "output_index": len(self.output) - 1, "content_index": 0}
+        base = {
+            "response_id": self.id,
+            "item_id": item["id"],
+            "output_index": len(self.output) - 1,
+            "content_index": 0,
+        }
         part = {"type": "text", "text": ""} if text_mode else {"type": "audio", "transcript": ""}
         await c.send({"type": "response.content_part.added", **base, "part": part})
         words = r.text.split(" ")
         if text_mode:
             for i, w in enumerate(words):
                 delta = w if i == 0 else " " + w
-                await c.send({"type": c.name("response.output_text.delta", "response.text.delta"), **base, "delta": delta})
+                await c.send(
+                    {
+                        "type": c.name("response.output_text.delta", "response.text.delta"),
+                        **base,
+                        "delta": delta,
+                    }
+                )
                 if await self._pause():
                     return await self._cut(item)
-            await c.send({"type": c.name("response.output_text.done", "response.text.done"), **base, "text": r.text})
+            await c.send(
+                {
+                    "type": c.name("response.output_text.done", "response.text.done"),
+                    **base,
+                    "text": r.text,
+                }
+            )
             item["content"] = [{"type": "output_text" if ga else "text", "text": r.text}]
         else:
             if not await self._audio(item, base, words):
                 return False if c.ws.closed else await self._cut(item)
-            await c.send({"type": c.name("response.output_audio.done", "response.audio.done"), **base})
+            await c.send(
+                {"type": c.name("response.output_audio.done", "response.audio.done"), **base}
+            )
             await c.send(
                 {
-                    "type": c.name("response.output_audio_transcript.done", "response.audio_transcript.done"),
+                    "type": c.name(
+                        "response.output_audio_transcript.done", "response.audio_transcript.done"
+                    ),
                     **base,
                     "transcript": r.text,
                 }
             )
             item["content"] = [{"type": "output_audio" if ga else "audio", "transcript": r.text}]
         item["status"] = "completed"
-        done_part = {"type": "text", "text": r.text} if text_mode else {"type": "audio", "transcript": r.text}
+        done_part = (
+            {"type": "text", "text": r.text}
+            if text_mode
+            else {"type": "audio", "transcript": r.text}
+        )
         await c.send({"type": "response.content_part.done", **base, "part": done_part})
         await self._item_done(item)
         return True
@@ -197,7 +246,9 @@ class ServerResponse:
         c, r = self.conn, self.reply
         rate = 24000 if c.output_format == "pcm16" else 8000
         n_chunks = max(1, -(-r.audio_ms // r.chunk_ms))
-        item["content"] = [{"type": "output_audio" if c.dialect == "ga" else "audio", "transcript": ""}]
+        item["content"] = [
+            {"type": "output_audio" if c.dialect == "ga" else "audio", "transcript": ""}
+        ]
         per_chunk = -(-len(words) // n_chunks)
         said: list[str] = []
         for k in range(n_chunks):
@@ -225,7 +276,10 @@ class ServerResponse:
                 item["content"][0]["transcript"] = " ".join(said)
                 await c.send(
                     {
-                        "type": c.name("response.output_audio_transcript.delta", "response.audio_transcript.delta"),
+                        "type": c.name(
+                            "response.output_audio_transcript.delta",
+                            "response.audio_transcript.delta",
+                        ),
                         **base,
                         "delta": delta,
                     }
@@ -235,8 +289,15 @@ class ServerResponse:
                 return False
             if await self._pause():
                 return False
-            if r.hold_after_ms is not None and self.audio_sent_ms >= r.hold_after_ms and not r.release.is_set():
-                waiters = [asyncio.ensure_future(r.release.wait()), asyncio.ensure_future(self._cancelled.wait())]
+            if (
+                r.hold_after_ms is not None
+                and self.audio_sent_ms >= r.hold_after_ms
+                and not r.release.is_set()
+            ):
+                waiters = [
+                    asyncio.ensure_future(r.release.wait()),
+                    asyncio.ensure_future(self._cancelled.wait()),
+                ]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
@@ -255,9 +316,15 @@ class ServerResponse:
             status = self.reply.status
         extra: dict[str, Any] = {"usage": self._usage()}
         if status == "cancelled":
-            extra["status_details"] = {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
+            extra["status_details"] = {
+                "type": "cancelled",
+                "reason": self.cancel_reason or "client_cancelled",
+            }
         elif status == "failed":
-            extra["status_details"] = {"type": "failed", "error": {"type": "server_error", "code": "server_error"}}
+            extra["status_details"] = {
+                "type": "failed",
+                "error": {"type": "server_error", "code": "server_error"},
+            }
         if c.active is self:
             c.active = None
         with contextlib.suppress(ConnectionResetError):
@@ -271,6 +338,10 @@ class ServerResponse:
             "input_tokens": in_text + in_audio,
             "output_tokens": out_audio + out_text,
             "total_tokens": in_text + in_audio + out_audio + out_text,
-            "input_token_details": {"text_tokens": in_text, "audio_tokens": in_audio, "cached_tokens": cached},
+            "input_token_details": {
+                "text_tokens": in_text,
+                "audio_tokens": in_audio,
+                "cached_tokens": cached,
+            },
             "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
         }

@@ -33,15 +33,13 @@ from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, e
 from importlib.metadata import packages_distributions as _packages_distributions
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .agent import Agent
 from .backend import Backend
 from .errors import ConfigurationError
+from .session import AgentSession
 from .transport import Transport
-
-if TYPE_CHECKING:
-    from .session import AgentSession
 
 __all__ = [
     "BACKEND_GROUP",
@@ -54,6 +52,7 @@ __all__ = [
     "MissingExtraError",
     "PortInUseError",
     "choose_backend",
+    "default_backend_name",
     "extra_for_module",
     "load_app",
     "load_entry_point",
@@ -100,15 +99,13 @@ class AppContext:
 
     async def start(self, agent: Agent, **options: Any) -> AgentSession:
         """Create the session for this call with ``agent`` and start it on the transport."""
-        from .session import AgentSession
-
         if self.session is not None:
             raise ConfigurationError("ctx.start() may be called once per call")
         session = AgentSession(
             agent=agent, backend=self.backend, **{**self.session_options, **options}
         )
         self.session = session
-        await session.start(self.transport)
+        await _start(session, self.transport)
         return session
 
 
@@ -126,8 +123,6 @@ class AppSpec:
         self, transport: Transport, backend: Backend, **session_options: Any
     ) -> AgentSession:
         """Build this app's session for one call and start it on ``transport``."""
-        from .session import AgentSession
-
         if self.kind == "entrypoint":
             ctx = AppContext(transport, backend, session_options)
             await self.target(ctx)
@@ -146,12 +141,20 @@ class AppSpec:
                 raise AppLoadError(
                     f"{self.name} returned {type(made).__name__}, expected an AgentSession"
                 )
-            await made.start(transport)
+            await _start(made, transport)
             return made
-        agent = self.target()
-        session = AgentSession(agent=agent, backend=backend, **session_options)
-        await session.start(transport)
+        session = AgentSession(agent=self.target(), backend=backend, **session_options)
+        await _start(session, transport)
         return session
+
+
+async def _start(session: AgentSession, transport: Transport) -> None:
+    """Start, or close what was half started: a failed start leaves no task behind."""
+    try:
+        await session.start(transport)
+    except BaseException:
+        await session.aclose("start failed")
+        raise
 
 
 def load_app(path_or_module: str) -> AppSpec:
@@ -323,15 +326,25 @@ def missing_extra_error(
 
 
 def load_entry_point(ep: EntryPoint, *, what: str) -> Any:
-    """``ep.load()`` with a missing dependency reported as a `MissingExtraError`."""
+    """``ep.load()``; a missing dependency is a `MissingExtraError`, any other failure a
+    `ConfigurationError` (e.g. a system library such as PortAudio is absent)."""
     try:
         return ep.load()
     except ModuleNotFoundError as e:
         owner = ep.value.split(":")[0]
         raise missing_extra_error(e, context=f"{what} {ep.name!r}", owner=owner) from e
+    except Exception as e:
+        raise ConfigurationError(
+            f"{what} {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}: {e}"
+        ) from e
 
 
 # --- backends ------------------------------------------------------------------------------
+def default_backend_name(environ: Mapping[str, str] | None = None) -> str:
+    """The backend `choose_backend(None)` picks: openai, vllm or offline, from the environment."""
+    return _default_backend_name(os.environ if environ is None else environ)[0]
+
+
 def _default_backend_name(environ: Mapping[str, str]) -> tuple[str, str]:
     if environ.get("OPENAI_API_KEY"):
         return "openai", "OPENAI_API_KEY is set"
@@ -358,7 +371,14 @@ def choose_backend(name: str | None = None, *, environ: Mapping[str, str] | None
     factory = load_entry_point(found[name], what="backend")
     if not callable(factory):
         raise ConfigurationError(f"backend entry point {name!r} is not callable")
-    backend = factory()
+    try:
+        backend = factory()
+    except ConfigurationError:
+        raise
+    except Exception as e:
+        raise ConfigurationError(
+            f"backend {name!r} could not be created: {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(backend, Backend):
         raise ConfigurationError(
             f"backend {name!r} produced {type(backend).__name__}, not a duplex Backend"

@@ -40,6 +40,9 @@ class Capabilities:
     auto_tool_reply: bool = False
     #: Server VAD cancels the response itself when the caller speaks (interrupt_response).
     server_interrupts: bool = False
+    #: With server VAD: the server also starts the reply (create_response). When False the
+    #: session asks for one after each turn the server detects.
+    server_replies: bool = True
 
 
 # --- events -----------------------------------------------------------------------------
@@ -153,6 +156,8 @@ class Reconnected:
     """The connection was rebuilt and the whole conversation replayed."""
 
     attempt: int = 1
+    #: A rollover before the server's session limit, not a failure.
+    planned: bool = False
 
 
 @dataclass(frozen=True)

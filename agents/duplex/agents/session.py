@@ -371,7 +371,8 @@ class AgentSession:
         elif isinstance(ev, ItemAdded):
             self._on_item(ev.item, ev.previous_item_id)
         elif isinstance(ev, ItemUpdated):
-            self._on_item(ev.item, None)
+            if ev.item.id in self.conversation:  # a late update must not revive a deleted item
+                self._on_item(ev.item, None)
         elif isinstance(ev, ItemDeleted):
             self.conversation.remove(ev.item_id)
         elif isinstance(ev, UserTranscript):
@@ -388,6 +389,8 @@ class AgentSession:
             self._responses.next_speech_end_at = time.monotonic()
             if self.vad is None:
                 self._set_user_state("listening")
+            if not self.caps.server_replies:
+                self._spawn(self.generate_reply(), "server-turn-reply")
         elif isinstance(ev, BackendError):
             self._report_error(ev.code, ev.message, ev.recoverable)
         elif isinstance(ev, (Reconnected, RateLimits)):

@@ -354,6 +354,7 @@ class ScriptedBackend(Backend):
         user_transcripts: Sequence[str] = (),
         server_vad: bool = False,
         server_interrupts: bool = True,
+        server_replies: bool = True,
         input_sample_rate: int = 24000,
         output_sample_rate: int = 24000,
         truncation: bool = True,
@@ -363,6 +364,7 @@ class ScriptedBackend(Backend):
         self.capabilities = Capabilities(
             server_vad=server_vad,
             server_interrupts=server_interrupts and server_vad,
+            server_replies=server_replies and server_vad,
             truncation=truncation,
             input_sample_rate=input_sample_rate,
             output_sample_rate=output_sample_rate,

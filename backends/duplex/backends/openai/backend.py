@@ -174,4 +174,5 @@ def _capabilities(o: RealtimeOptions) -> Capabilities:
         user_transcription=o.input_transcription is not None,
         auto_tool_reply=False,
         server_interrupts=server_vad and bool(getattr(td, "interrupt_response", False)),
+        server_replies=server_vad and getattr(td, "create_response", True) is not False,
     )

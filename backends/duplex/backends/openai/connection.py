@@ -11,11 +11,12 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
 from duplex.agents.errors import BackendErrorException
 
 from .options import Endpoint, ReconnectPolicy
@@ -143,3 +144,33 @@ def backoff_delays(policy: ReconnectPolicy, rng: random.Random | None = None) ->
         spread = delay * policy.jitter
         yield max(0.0, delay - spread + rng.random() * 2 * spread)
         delay = min(policy.max_delay, delay * 2 if delay else policy.initial_delay)
+
+
+async def dial(
+    endpoint: Endpoint,
+    policy: ReconnectPolicy,
+    *,
+    timeout: float,
+    immediate: bool,
+    stop: Callable[[], bool] = lambda: False,
+) -> tuple[Connection, int]:
+    """Dial with backoff; returns the connection and the attempt that made it.
+
+    ``immediate`` makes the first attempt at once (first connect, planned rollover).
+    Raises the last `ConnectError` when a fatal one occurs or the attempts run out.
+    """
+    last: ConnectError | None = None
+    delays = [0.0] if immediate else []
+    delays += list(backoff_delays(policy))
+    for attempt, delay in enumerate(delays, 1):
+        await asyncio.sleep(delay)
+        if stop():
+            break
+        try:
+            return await open_connection(endpoint, timeout=timeout), attempt
+        except ConnectError as e:
+            last = e
+            log.warning("realtime: connection attempt %d failed: %s", attempt, e.code)
+            if e.fatal:
+                break
+    raise last or ConnectError("stopped before connecting", code="closed", fatal=True)

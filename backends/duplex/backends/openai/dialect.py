@@ -22,7 +22,6 @@ BETA_TO_GA = {
     "response.audio_transcript.done": "response.output_audio_transcript.done",
     "response.text.delta": "response.output_text.delta",
     "response.text.done": "response.output_text.done",
-    "transcription_session.updated": "session.updated",
 }
 
 _GA_FORMATS: dict[AudioFormat, dict[str, Any]] = {

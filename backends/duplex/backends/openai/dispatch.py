@@ -8,39 +8,30 @@ type and the event is skipped; the session carries on.
 
 from __future__ import annotations
 
-import base64
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from duplex.agents import g711
-from duplex.agents.audio import AudioFrame
 from duplex.agents.backend import (
-    AudioDelta,
     BackendError,
-    FunctionCallRequested,
     RateLimits,
-    ResponseDone,
-    ResponseStarted,
     SpeechStarted,
     SpeechStopped,
-    TextDelta,
     UserTranscript,
 )
-from duplex.agents.conversation import AudioPart, ContentPart, FunctionCall, Message, TextPart
+from duplex.agents.conversation import AudioPart, ContentPart, Message
 from duplex.agents.errors import BackendErrorException, ResponseActiveError
 
 from .dialect import normalize_type
-from .items import from_wire
-from .metrics import ResponseMetrics, usage_from_wire
+from .items import from_wire, truncated_item
 from .options import FATAL_CODES, SemanticVAD, ServerVAD
-from .responses import ActiveResponse, ItemStream
-from .state import SessionState, UserTurn
+from .state import SessionState, log
+from .stream_events import RESPONSE_HANDLERS, ResponseEvents
 
 #: Event types duplex receives and deliberately does nothing with, and why.
 IGNORED: dict[str, str] = {
     "conversation.created": "the conversation is implicit; one per session",
+    "transcription_session.updated": "duplex never opens a transcription-only session",
     "conversation.item.done": "items are finalised from response.output_item.done",
     "conversation.item.retrieved": "duplex never sends conversation.item.retrieve",
     "conversation.item.input_audio_transcription.segment": "diarization segments; the "
@@ -63,38 +54,37 @@ IGNORED: dict[str, str] = {
 }
 
 
+#: Server event type (GA names; beta names are normalised first) -> handler method.
+CONVERSATION_HANDLERS: dict[str, str] = {
+    "session.created": "_session",
+    "session.updated": "_session_updated",
+    "input_audio_buffer.speech_started": "_speech_started",
+    "input_audio_buffer.speech_stopped": "_speech_stopped",
+    "input_audio_buffer.committed": "_committed",
+    "input_audio_buffer.cleared": "_cleared",
+    "conversation.item.added": "_item_added",
+    "conversation.item.created": "_item_added",
+    "conversation.item.deleted": "_item_deleted",
+    "conversation.item.truncated": "_item_truncated",
+    "conversation.item.input_audio_transcription.delta": "_transcript_delta",
+    "conversation.item.input_audio_transcription.completed": "_transcript_done",
+    "conversation.item.input_audio_transcription.failed": "_transcript_failed",
+    "rate_limits.updated": "_rate_limits",
+    "error": "_error",
+}
+
+#: Every server event type handled (GA names; beta names are normalised first).
+HANDLERS: dict[str, str] = {**CONVERSATION_HANDLERS, **RESPONSE_HANDLERS}
+
+
 class Dispatcher:
     def __init__(self, st: SessionState, *, wake_sender: Callable[[], None]) -> None:
         self.st = st
         self._wake_sender = wake_sender
+        self.out = ResponseEvents(st, wake_sender=wake_sender)
         self._table: dict[str, Callable[[dict[str, Any]], None]] = {
-            "session.created": self._session,
-            "session.updated": self._session_updated,
-            "input_audio_buffer.speech_started": self._speech_started,
-            "input_audio_buffer.speech_stopped": self._speech_stopped,
-            "input_audio_buffer.committed": self._committed,
-            "input_audio_buffer.cleared": self._cleared,
-            "conversation.item.added": self._item_added,
-            "conversation.item.created": self._item_added,
-            "conversation.item.deleted": self._item_deleted,
-            "conversation.item.truncated": self._item_truncated,
-            "conversation.item.input_audio_transcription.delta": self._transcript_delta,
-            "conversation.item.input_audio_transcription.completed": self._transcript_done,
-            "conversation.item.input_audio_transcription.failed": self._transcript_failed,
-            "response.created": self._response_created,
-            "response.output_item.added": self._output_item_added,
-            "response.content_part.added": self._content_part_added,
-            "response.output_audio.delta": self._audio_delta,
-            "response.output_audio_transcript.delta": self._transcript_out_delta,
-            "response.output_audio_transcript.done": self._transcript_out_done,
-            "response.output_text.delta": self._text_delta,
-            "response.output_text.done": self._text_done,
-            "response.function_call_arguments.delta": self._args_delta,
-            "response.function_call_arguments.done": self._args_done,
-            "response.output_item.done": self._output_item_done,
-            "response.done": self._response_done,
-            "rate_limits.updated": self._rate_limits,
-            "error": self._error,
+            **{t: getattr(self, name) for t, name in CONVERSATION_HANDLERS.items()},
+            **{t: getattr(self.out, name) for t, name in RESPONSE_HANDLERS.items()},
         }
         self.session_info: dict[str, Any] = {}
 
@@ -151,7 +141,7 @@ class Dispatcher:
         end_ms = float(end) if isinstance(end, (int, float)) else None
         item_id = ev.get("item_id")
         if item_id and end_ms is not None and st.speech_start_ms is not None:
-            turn = st.user_turns.setdefault(item_id, UserTurn(item_id))
+            turn = st.user_turn(item_id)
             prefix = getattr(st.opts.turn_detection, "prefix_padding_ms", 0)
             turn.audio_ms = end_ms - max(0.0, st.speech_start_ms - prefix)
         st.emit(SpeechStopped(end_ms, item_id))
@@ -159,7 +149,7 @@ class Dispatcher:
     def _committed(self, ev: dict[str, Any]) -> None:
         st = self.st
         item_id = str(ev["item_id"])
-        turn = st.user_turns.setdefault(item_id, UserTurn(item_id))
+        turn = st.user_turn(item_id)
         if not turn.audio_ms:
             turn.audio_ms = st.buffer_ms
         turn.done = st.opts.input_transcription is None
@@ -173,7 +163,9 @@ class Dispatcher:
                 complete=turn.done,
             )
             prev = ev.get("previous_item_id")
-            st.add_item(msg, prev, first=prev is None and "previous_item_id" in ev)
+            st.add_item(msg, prev)
+        if turn.done:
+            st.user_turns.pop(item_id, None)  # no transcript will come
         st.ops.resolve("commit", "")
 
     def _cleared(self, ev: dict[str, Any]) -> None:
@@ -203,7 +195,7 @@ class Dispatcher:
             and item.role == "user"
             and any(isinstance(p, AudioPart) for p in item.content)
         ):
-            turn = st.user_turns.setdefault(item_id, UserTurn(item_id))
+            turn = st.user_turn(item_id)
             turn.done = st.opts.input_transcription is None
             item = replace(
                 item,
@@ -213,7 +205,7 @@ class Dispatcher:
                 ),
                 complete=turn.done,
             )
-        st.add_item(item, prev, first=prev is None and "previous_item_id" in ev)
+        st.add_item(item, prev)
 
     def _item_deleted(self, ev: dict[str, Any]) -> None:
         st = self.st
@@ -230,14 +222,14 @@ class Dispatcher:
         end_ms = float(ev["audio_end_ms"])
         item = st.mirror.get(item_id)
         if isinstance(item, Message):
-            st.update_item(_truncated(item, end_ms))
+            st.update_item(truncated_item(item, end_ms))
         st.ops.resolve("truncate", item_id)
 
     # caller transcripts -------------------------------------------------------------------
     def _transcript_delta(self, ev: dict[str, Any]) -> None:
         st = self.st
         item_id = str(ev["item_id"])
-        turn = st.user_turns.setdefault(item_id, UserTurn(item_id))
+        turn = st.user_turn(item_id)
         turn.partial += str(ev.get("delta") or "")
         st.emit(UserTranscript(item_id, turn.partial, final=False))
 
@@ -268,217 +260,6 @@ class Dispatcher:
         self._finish_user_item(item_id, partial)
         self.st.emit(UserTranscript(item_id, partial, final=True, error=message))
 
-    # responses ---------------------------------------------------------------------------
-    def _response_created(self, ev: dict[str, Any]) -> None:
-        st = self.st
-        resp = ev["response"]
-        rid = str(resp["id"])
-        handle = st.responses.match_created(resp)
-        metrics = ResponseMetrics(rid, handle.request_id if handle else None)
-        active = ActiveResponse(rid, handle, metrics)
-        st.responses.active[rid] = active
-        st.metrics.append(metrics)
-        if handle is not None:
-            handle.metrics = metrics
-            handle.set_created(rid)
-            if handle.cancel_on_create:
-                active.cancel_sent = True
-                st.send_soon({"type": "response.cancel", "response_id": rid})
-        st.emit(ResponseStarted(rid, handle.request_id if handle else None))
-
-    def _stream(self, ev: dict[str, Any]) -> ItemStream | None:
-        return self.st.responses.streams.get(str(ev.get("item_id")))
-
-    def _output_item_added(self, ev: dict[str, Any]) -> None:
-        st = self.st
-        wire = ev["item"]
-        rid = str(ev.get("response_id") or "")
-        item_id = str(wire["id"])
-        kind = wire.get("type")
-        stream = ItemStream(item_id, rid, kind if kind in ("message", "function_call") else "other")
-        stream.sample_rate = st.opts.output_rate
-        stream.call_id = str(wire.get("call_id") or "")
-        stream.name = str(wire.get("name") or "")
-        st.responses.streams[item_id] = stream
-        active = st.responses.active.get(rid)
-        if active is not None:
-            active.items.append(item_id)
-        if item_id in st.mirror:
-            return
-        if kind == "message":
-            st.add_item(Message(role="assistant", id=item_id, complete=False), st.mirror.last_id())
-        elif kind == "function_call":
-            st.add_item(
-                FunctionCall(stream.call_id, stream.name, "", id=item_id), st.mirror.last_id()
-            )
-
-    def _content_part_added(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        part = ev.get("part") or {}
-        if stream is None:
-            return
-        kind = "audio" if part.get("type") in ("audio", "output_audio") else "text"
-        if kind == "text" and self.st.opts.modality == "audio":
-            self.st.log_once(
-                "text-instead-of-audio",
-                "realtime: the model answered in text although audio was requested; "
-                "the text is delivered as TextDelta and the item keeps it as text",
-            )
-        stream.parts.append(kind)
-
-    def _live(self, ev: dict[str, Any]) -> tuple[ItemStream, ActiveResponse | None] | None:
-        stream = self._stream(ev)
-        if stream is None:
-            return None
-        return stream, self.st.responses.active.get(stream.response_id)
-
-    def _audio_delta(self, ev: dict[str, Any]) -> None:
-        found = self._live(ev)
-        if found is None:
-            return
-        stream, active = found
-        payload = base64.b64decode(ev["delta"], validate=True)
-        if not payload:
-            return
-        fmt = self.st.opts.output_audio_format
-        if fmt == "pcm16":
-            frame = AudioFrame.from_pcm16(payload[: len(payload) // 2 * 2], 24000)
-        else:
-            frame = g711.decode(payload, "ulaw" if fmt == "g711_ulaw" else "alaw", 8000)
-        stream.audio_samples += frame.samples_per_channel
-        if "audio" not in stream.parts:
-            stream.parts.append("audio")
-        if active is not None:
-            active.metrics.mark_audio()
-            active.metrics.audio_ms += frame.duration_ms
-            if active.stopping:
-                return  # being cancelled: the caller must not hear more of it
-        self.st.emit(AudioDelta(stream.response_id, stream.item_id, frame))
-
-    def _text_out(self, ev: dict[str, Any], *, transcript: bool) -> None:
-        found = self._live(ev)
-        if found is None:
-            return
-        stream, active = found
-        delta = str(ev.get("delta") or "")
-        if transcript:
-            stream.transcript += delta
-        else:
-            stream.text += delta
-            if "text" not in stream.parts:
-                stream.parts.append("text")
-        if active is not None:
-            active.metrics.mark_text()
-        if delta:
-            self.st.emit(TextDelta(stream.response_id, stream.item_id, delta))
-
-    def _transcript_out_delta(self, ev: dict[str, Any]) -> None:
-        self._text_out(ev, transcript=True)
-
-    def _text_delta(self, ev: dict[str, Any]) -> None:
-        self._text_out(ev, transcript=False)
-
-    def _transcript_out_done(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        if stream is not None and isinstance(ev.get("transcript"), str):
-            stream.transcript = ev["transcript"]
-
-    def _text_done(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        if stream is not None and isinstance(ev.get("text"), str):
-            stream.text = ev["text"]
-            if "text" not in stream.parts:
-                stream.parts.append("text")
-
-    def _args_delta(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        if stream is not None:
-            stream.arguments += str(ev.get("delta") or "")
-
-    def _args_done(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        if stream is None:
-            return
-        stream.arguments = str(ev.get("arguments") or stream.arguments)
-        stream.name = str(ev.get("name") or stream.name)
-        stream.call_id = str(ev.get("call_id") or stream.call_id)
-        self._finish_call(stream)
-
-    def _finish_call(self, stream: ItemStream) -> None:
-        if stream.requested:
-            return
-        stream.requested = stream.done = True
-        item = FunctionCall(
-            stream.call_id, stream.name, stream.arguments or "{}", id=stream.item_id
-        )
-        self.st.update_item(item)
-        self.st.emit(
-            FunctionCallRequested(
-                stream.response_id, stream.item_id, stream.call_id, stream.name, item.arguments
-            )
-        )
-
-    def _output_item_done(self, ev: dict[str, Any]) -> None:
-        wire = ev["item"]
-        stream = self.st.responses.streams.get(str(wire["id"]))
-        if stream is None:
-            return
-        if stream.kind == "function_call":
-            if wire.get("status") != "incomplete":
-                stream.arguments = str(wire.get("arguments") or stream.arguments)
-                stream.call_id = str(wire.get("call_id") or stream.call_id)
-                stream.name = str(wire.get("name") or stream.name)
-                self._finish_call(stream)
-            return
-        self.finish_message(stream)
-
-    def finish_message(self, stream: ItemStream) -> None:
-        """The final item of an assistant message: transcript/text plus received audio."""
-        if stream.done:
-            return
-        stream.done = True
-        self.st.responses.streams.pop(stream.item_id, None)
-        if stream.kind != "message":
-            return
-        parts: list[ContentPart] = []
-        for kind in stream.parts:
-            if kind == "audio":
-                parts.append(AudioPart(transcript=stream.transcript, duration_ms=stream.audio_ms))
-            else:
-                parts.append(TextPart(stream.text))
-        item = self.st.mirror.get(stream.item_id)
-        if isinstance(item, Message):
-            self.st.update_item(replace(item, content=tuple(parts), complete=True))
-
-    def _response_done(self, ev: dict[str, Any]) -> None:
-        st = self.st
-        resp = ev["response"]
-        rid = str(resp["id"])
-        active = st.responses.active.pop(rid, None)
-        st.responses.ended.append(rid)
-        status = str(resp.get("status") or "completed")
-        if status not in ("completed", "cancelled", "failed", "incomplete"):
-            status = "failed"
-        details = resp.get("status_details") or {}
-        reason = details.get("reason")
-        err = details.get("error") or {}
-        error = (err.get("code") or err.get("type")) if isinstance(err, dict) and err else None
-        usage = usage_from_wire(resp.get("usage"))
-        # Items the server ended without output_item.done (cancellation) are final now.
-        for item_id in list(active.items if active else ()):
-            stream = st.responses.streams.get(item_id)
-            if stream is not None and stream.kind == "message":
-                self.finish_message(stream)
-            elif stream is not None:
-                st.responses.streams.pop(item_id, None)
-        done = ResponseDone(rid, status, usage, reason, error)  # type: ignore[arg-type]
-        if active is not None:
-            active.metrics.finish(status, usage, reason, error)
-            if active.handle is not None:
-                active.handle.set_done(done)
-        st.emit(done)
-        self._wake_sender()
-
     # misc ---------------------------------------------------------------------------------
     def _rate_limits(self, ev: dict[str, Any]) -> None:
         limits = tuple(dict(x) for x in ev.get("rate_limits") or () if isinstance(x, dict))
@@ -499,13 +280,40 @@ class Dispatcher:
             if handle is not None:
                 self._response_refused(handle, code, message)
                 return
+            if event_id in st.responses.matched:
+                # Without a metadata echo a server-VAD reply that raced this request was
+                # matched to it (FIFO); the request is answered by that reply.
+                log.info(
+                    "realtime: request %s answered by server response %s (%s)",
+                    event_id,
+                    st.responses.matched[event_id],
+                    code,
+                )
+                return
         if code == "response_cancel_not_active":
             # Lost a race with the response ending; nothing to tell the session.
-            logging.getLogger("duplex.backends.openai").debug("realtime: %s", message)
+            log.debug("realtime: %s", message)
             return
         if code in FATAL_CODES:
             st.fatal = (code, message)
         st.emit(BackendError(code, message, recoverable=code not in FATAL_CODES))
+
+    def abort(self, error: Exception) -> None:
+        """An unplanned drop: fail what waited for the server, close what was streaming."""
+        st = self.st
+        st.ops.fail_all(error)
+        for h in (*st.responses.sent, *st.responses.queued):
+            h.fail(error)
+        st.responses.sent.clear()
+        st.responses.queued.clear()
+        self.out.abort(error)
+        for turn in list(st.user_turns.values()):
+            item = st.mirror.get(turn.item_id)
+            if not turn.done and isinstance(item, Message):
+                st.update_item(replace(item, complete=True))
+        st.user_turns.clear()
+        st.user_speaking = False
+        st.buffer_ms = 0.0
 
     def _response_refused(self, handle: Any, code: str, message: str) -> None:
         st = self.st
@@ -527,25 +335,3 @@ class Dispatcher:
         else:
             handle.fail(BackendErrorException(message, code=code))
         self._wake_sender()
-
-
-def _truncated(item: Message, end_ms: float) -> Message:
-    """The item as the server holds it after truncation.
-
-    The server drops the transcript of a truncated audio part; duplex keeps the
-    words that fit in the played share of the audio (proportional, on a word
-    boundary) so the transcript and a replay after reconnect say roughly what the
-    caller heard.
-    """
-    parts: list[ContentPart] = []
-    for p in item.content:
-        if isinstance(p, AudioPart):
-            total = p.duration_ms
-            words = p.transcript.split()
-            keep = len(words) if total <= 0 else int(len(words) * min(1.0, end_ms / total))
-            parts.append(
-                replace(p, transcript=" ".join(words[:keep]), duration_ms=min(total, end_ms))
-            )
-        else:
-            parts.append(p)
-    return replace(item, content=tuple(parts), truncated_ms=end_ms, complete=True)

@@ -9,6 +9,7 @@ and the mirror keeps it as local-only, so it is never sent as an empty item.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 from duplex.agents.conversation import (
@@ -110,3 +111,25 @@ def from_wire(wire: dict[str, Any]) -> Item | None:
         id=item_id,
         complete=wire.get("status") not in ("in_progress",),
     )
+
+
+def truncated_item(item: Message, end_ms: float) -> Message:
+    """The item as the server holds it after truncation.
+
+    The server drops the transcript of a truncated audio part; duplex keeps the
+    words that fit in the played share of the audio (proportional, on a word
+    boundary) so the transcript and a replay after reconnect say roughly what the
+    caller heard.
+    """
+    parts: list[ContentPart] = []
+    for p in item.content:
+        if isinstance(p, AudioPart):
+            total = p.duration_ms
+            words = p.transcript.split()
+            keep = len(words) if total <= 0 else int(len(words) * min(1.0, end_ms / total))
+            parts.append(
+                replace(p, transcript=" ".join(words[:keep]), duration_ms=min(total, end_ms))
+            )
+        else:
+            parts.append(p)
+    return replace(item, content=tuple(parts), truncated_ms=end_ms, complete=True)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from duplex.agents.conversation import Item
+from duplex.agents.errors import BackendErrorException
 
 
 @dataclass
@@ -159,9 +161,36 @@ class PendingOps:
             p.future.exception()  # the waiter re-raises it; nobody else must be warned
         return p
 
+    def forget(self, future: asyncio.Future[Any]) -> None:
+        """Stop tracking a request nobody waits for any more (timed out)."""
+        for p in list(self._by_event.values()):
+            if p.future is future:
+                self._drop(p)
+
     def fail_all(self, exc: BaseException) -> None:
         for p in list(self._by_event.values()):
             self._drop(p)
             if not p.future.done():
                 p.future.set_exception(exc)
                 p.future.exception()
+
+
+async def settle(futures: Sequence[asyncio.Future[Any]], ops: PendingOps, timeout: float) -> None:
+    """Wait for acks; the first server error is raised, the timeout is only a last resort."""
+    if not futures:
+        return
+    done, pending = await asyncio.wait(futures, timeout=timeout)
+    first: BaseException | None = None
+    for f in futures:
+        if f in done and f.exception() is not None and first is None:
+            first = f.exception()
+    for f in pending:
+        ops.forget(f)
+        f.cancel()
+    if first is not None:
+        raise first
+    if pending:
+        raise BackendErrorException(
+            f"the realtime server did not acknowledge {len(pending)} request(s) in {timeout:.0f} s",
+            code="timeout",
+        )

@@ -79,6 +79,8 @@ class Responses:
         self.echo_seen = False
         #: Response ids that ended (done, or cancelled by the server); never cancelled again.
         self.ended: deque[str] = deque(maxlen=64)
+        #: request id -> response id, for requests already matched (bounded).
+        self.matched: dict[str, str] = {}
 
     @property
     def busy(self) -> bool:
@@ -99,11 +101,17 @@ class Responses:
             for h in self.sent:
                 if h.request_id == rid:
                     self.sent.remove(h)
-                    return h
+                    return self._matched(h, response)
             return None  # a request we already gave up on
         if self.echo_seen or not self.sent:
             return None
-        return self.sent.popleft()
+        return self._matched(self.sent.popleft(), response)
+
+    def _matched(self, h: OpenAIResponseHandle, response: dict[str, Any]) -> OpenAIResponseHandle:
+        self.matched[h.request_id] = str(response.get("id"))
+        while len(self.matched) > 64:
+            del self.matched[next(iter(self.matched))]
+        return h
 
     def forget_sent(self, handle: OpenAIResponseHandle) -> None:
         if handle in self.sent:

@@ -11,54 +11,39 @@ conversation on the new socket.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import aiohttp
-from duplex.agents import g711
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.backend import (
     BackendError,
     BackendEvent,
     BackendSession,
     Reconnected,
-    ResponseDone,
     ToolChoice,
 )
 from duplex.agents.conversation import Conversation, Item, Message
 from duplex.agents.errors import BackendErrorException, ResponseActiveError, SessionClosedError
-from duplex.agents.resample import Resampler
 from duplex.agents.tools import FunctionTool
 
-from .connection import (
-    MALFORMED,
-    ConnectError,
-    Connection,
-    backoff_delays,
-    new_event_id,
-    open_connection,
-)
+from .connection import MALFORMED, ConnectError, Connection, dial, new_event_id
 from .dialect import dialect_for
 from .dispatch import Dispatcher
 from .metrics import ResponseMetrics
+from .mirror import settle
 from .options import Endpoint, RealtimeOptions
 from .responses import OpenAIResponseHandle
 from .state import SessionState
 from .sync import plan_sync
+from .uplink import AudioUplink
 
 log = logging.getLogger("duplex.backends.openai")
-
-#: Appends are at most this long, so audio reaches the server as it is spoken.
-CHUNK_MS = 20
-#: Caller audio kept while the socket is being rebuilt, sent once it is back.
-HOLD_MS = 10_000
 
 
 def _lost() -> BackendErrorException:
@@ -86,17 +71,19 @@ class OpenAIRealtimeSession(BackendSession):
         self._dispatch = Dispatcher(self._st, wake_sender=self._st.changed)
         self._conn: Connection | None = None
         self._ready = asyncio.Event()
+        #: No more requests (aclose, fatal error, reconnection given up); _closed: aclose ran.
         self._closing = False
+        self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sync_lock = asyncio.Lock()
-        self._resampler: Resampler | None = None
-        self._held: deque[dict[str, Any]] = deque()
-        self._held_ms = 0.0
+        self._uplink = AudioUplink(opts, self._st)
         self._rollover_due = False
         self._connected_at = time.monotonic()
         #: Completed reconnects (unplanned) and rollovers (planned), for tests and dashboards.
         self.reconnects = 0
         self.rollovers = 0
+        #: Set while a planned reconnect waits for a quiet moment (no reply, no turn in flight).
+        self.rollover_pending = asyncio.Event()
 
     # --- introspection --------------------------------------------------------------------
     @property
@@ -115,7 +102,7 @@ class OpenAIRealtimeSession(BackendSession):
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, conversation: Conversation) -> None:
-        self._conn = await self._dial_initial()
+        self._conn, _ = await self._dial(immediate=True)
         self._spawn(self._supervise())
         try:
             await self._restore(conversation.items, attempt=None)
@@ -127,9 +114,9 @@ class OpenAIRealtimeSession(BackendSession):
             self._spawn(self._rollover())
 
     async def aclose(self) -> None:
-        if self._closing:
+        if self._closed:
             return
-        self._closing = True
+        self._closed = self._closing = True
         self._ready.clear()
         closed = SessionClosedError("the realtime session is closed")
         self._st.ops.fail_all(closed)
@@ -160,14 +147,14 @@ class OpenAIRealtimeSession(BackendSession):
             raise SessionClosedError("the realtime session is closed")
 
     async def events(self) -> AsyncIterator[BackendEvent]:
+        """Backend events in order. An item event counts as seen once handed out: the
+        consumer applies it to its conversation before it awaits anything else."""
         while True:
             ev = await self._st.next_event()
             if ev is None:
                 return
-            try:
-                yield ev
-            finally:
-                self._st.delivered(ev)
+            self._st.delivered(ev)
+            yield ev
 
     # --- sending --------------------------------------------------------------------------
     def _send_soon(self, event: dict[str, Any]) -> None:
@@ -211,75 +198,16 @@ class OpenAIRealtimeSession(BackendSession):
         return pending.future
 
     async def _settle(self, futures: Sequence[asyncio.Future[Any]]) -> None:
-        """Wait for acks; the first server error is raised, the timeout only as a last resort."""
-        if not futures:
-            return
-        done, pending = await asyncio.wait(futures, timeout=self._opts.request_timeout)
-        first: BaseException | None = None
-        for f in futures:
-            if f in done and f.exception() is not None and first is None:
-                first = f.exception()
-        for f in pending:
-            f.cancel()
-        if first is not None:
-            raise first
-        if pending:
-            raise BackendErrorException(
-                f"the realtime server did not acknowledge {len(pending)} request(s) in "
-                f"{self._opts.request_timeout:.0f} s",
-                code="timeout",
-            )
+        await settle(futures, self._st.ops, self._opts.request_timeout)
 
     # --- audio ----------------------------------------------------------------------------
     async def push_audio(self, frame: AudioFrame) -> None:
         self._check_open()
-        rate = self._opts.input_rate
-        mono = frame.to_mono()
-        if mono.sample_rate != rate:
-            if self._resampler is None or self._resampler.input_rate != mono.sample_rate:
-                self._resampler = Resampler(mono.sample_rate, rate)
-            out = self._resampler.push(mono)
-            if out is None:
-                return
-            mono = out
-        step = rate * CHUNK_MS // 1000
-        fmt = self._opts.input_audio_format
-        for start in range(0, mono.samples_per_channel, step):
-            chunk = mono.slice(start, min(start + step, mono.samples_per_channel))
-            if fmt == "pcm16":
-                payload = chunk.to_pcm16()
-            else:
-                payload = g711.encode(chunk, "ulaw" if fmt == "g711_ulaw" else "alaw")
-            event = {
-                "type": "input_audio_buffer.append",
-                "audio": base64.b64encode(payload).decode("ascii"),
-            }
-            self._st.buffer_ms += chunk.duration_ms
-            self._st.input_ms += chunk.duration_ms
-            conn = self._conn
-            if self._ready.is_set() and conn is not None and not self._held:
-                try:
-                    await conn.send(event)
-                    continue
-                except (ConnectionError, RuntimeError, aiohttp.ClientError):
-                    pass
-            self._hold(event, chunk.duration_ms)
-
-    def _hold(self, event: dict[str, Any], ms: float) -> None:
-        self._held.append({**event, "_ms": ms})
-        self._held_ms += ms
-        while self._held_ms > HOLD_MS and self._held:
-            self._held_ms -= self._held.popleft()["_ms"]
-
-    async def _flush_held(self, conn: Connection) -> None:
-        while self._held:
-            event = self._held.popleft()
-            self._held_ms -= event.pop("_ms")
-            await conn.send(event)
+        await self._uplink.push(frame, self._conn if self._ready.is_set() else None)
 
     async def commit_audio(self) -> None:
         conn = await self._wait_ready()
-        await self._flush_held(conn)
+        await self._uplink.flush(conn)
         if self._st.buffer_ms <= 0:
             raise BackendErrorException(
                 "no caller audio to commit", code="input_audio_buffer_commit_empty"
@@ -288,11 +216,7 @@ class OpenAIRealtimeSession(BackendSession):
         await self._settle([fut])
 
     async def clear_audio(self) -> None:
-        self._held.clear()
-        self._held_ms = 0.0
-        self._st.buffer_ms = 0.0
-        if self._resampler is not None:
-            self._resampler.reset()
+        self._uplink.clear()
         conn = await self._wait_ready()
         await conn.send({"type": "input_audio_buffer.clear"})
 
@@ -338,8 +262,10 @@ class OpenAIRealtimeSession(BackendSession):
     ) -> None:
         st = self._st
         # A replay re-creates everything the mirror held, delivered or not.
-        protect = () if replay else st.undelivered
-        plan = plan_sync(st.mirror, local, protect, self._dialect, self._opts)
+        if replay:
+            plan = plan_sync(st.mirror, local, (), (), self._dialect, self._opts)
+        else:
+            plan = plan_sync(st.mirror, local, st.undelivered, st.unseen, self._dialect, self._opts)
         futures: list[asyncio.Future[Any]] = []
         for item_id in plan.local_deletes:
             st.mirror.remove(item_id)
@@ -446,8 +372,8 @@ class OpenAIRealtimeSession(BackendSession):
 
     async def cancel_response(self) -> None:
         st = self._st
-        for h in st.responses.sent:
-            h.cancel_on_create = True
+        for h in (*st.responses.sent, *st.responses.queued):
+            h.cancel_on_create = True  # cut as soon as it starts; its handle still resolves
         for r in list(st.responses.active.values()):
             if r.stopping or r.id in st.responses.ended:
                 continue
@@ -455,19 +381,14 @@ class OpenAIRealtimeSession(BackendSession):
             await self._send({"type": "response.cancel", "response_id": r.id})
 
     # --- connection supervision -----------------------------------------------------------
-    async def _dial_initial(self) -> Connection:
-        last: ConnectError | None = None
-        delays = [0.0, *backoff_delays(self._opts.reconnect)]
-        for delay in delays:
-            await asyncio.sleep(delay)
-            try:
-                return await open_connection(self._endpoint, timeout=self._opts.connect_timeout)
-            except ConnectError as e:
-                last = e
-                if e.fatal:
-                    break
-        assert last is not None
-        raise last
+    async def _dial(self, *, immediate: bool) -> tuple[Connection, int]:
+        return await dial(
+            self._endpoint,
+            self._opts.reconnect,
+            timeout=self._opts.connect_timeout,
+            immediate=immediate,
+            stop=lambda: self._closing,
+        )
 
     async def _read(self, conn: Connection) -> None:
         try:
@@ -495,45 +416,22 @@ class OpenAIRealtimeSession(BackendSession):
             with contextlib.suppress(Exception):
                 await conn.close()
             if not planned:
-                self._abort_inflight()
+                self._dispatch.abort(_lost())
             st.changed()
             if st.fatal is not None:
                 log.error("realtime: not reconnecting after fatal error %s", st.fatal[0])
                 break
-            new, attempt = await self._redial(planned)
-            if new is None:
+            try:
+                new, attempt = await self._dial(immediate=planned)
+            except ConnectError as e:
+                st.emit(BackendError(e.code, f"could not reconnect: {e}", recoverable=False))
                 break
             self._conn = new
             self._connected_at = time.monotonic()
-            self._spawn(self._restore(self._st.mirror.items, attempt=0 if planned else attempt))
+            self._spawn(self._restore(st.mirror.items, attempt=0 if planned else attempt))
         self._closing = True
         self._st.changed()
         self._st.end()
-
-    async def _redial(self, planned: bool) -> tuple[Connection | None, int]:
-        last: ConnectError | None = None
-        delays = [0.0] if planned else []
-        delays += list(backoff_delays(self._opts.reconnect))
-        for attempt, delay in enumerate(delays, 1):
-            await asyncio.sleep(delay)
-            if self._closing:
-                return None, attempt
-            try:
-                return await open_connection(
-                    self._endpoint, timeout=self._opts.connect_timeout
-                ), attempt
-            except ConnectError as e:
-                last = e
-                log.warning("realtime: reconnect attempt %d failed: %s", attempt, e.code)
-                if e.fatal:
-                    break
-        code = last.code if last else "connection_lost"
-        self._st.emit(
-            BackendError(
-                code, f"could not reconnect to the realtime server: {last}", recoverable=False
-            )
-        )
-        return None, len(delays)
 
     async def _restore(self, items: Sequence[Item], *, attempt: int | None) -> None:
         """Configure a fresh socket and replay ``items`` on it; ``attempt`` None = first connect."""
@@ -549,15 +447,17 @@ class OpenAIRealtimeSession(BackendSession):
             if attempt is None:
                 raise
             if e.code != "connection_lost":
+                # The server refuses our config or history: a retry would be refused again.
+                self._st.fatal = (e.code, str(e))
                 self._st.emit(
                     BackendError(
-                        e.code, f"replaying the conversation failed: {e}", recoverable=True
+                        e.code, f"replaying the conversation failed: {e}", recoverable=False
                     )
                 )
                 with contextlib.suppress(Exception):
                     await conn.close()
             return
-        await self._flush_held(conn)
+        await self._uplink.flush(conn)
         self._ready.set()
         self._st.changed()
         if attempt == 0:
@@ -565,41 +465,7 @@ class OpenAIRealtimeSession(BackendSession):
         elif attempt is not None:
             self.reconnects += 1
         if attempt is not None:
-            self._st.emit(Reconnected(attempt))
-
-    def _abort_inflight(self) -> None:
-        """An unplanned drop: fail what was waiting, close what was streaming."""
-        st = self._st
-        lost = _lost()
-        st.ops.fail_all(lost)
-        for h in (*st.responses.sent, *st.responses.queued):
-            h.fail(lost)
-        st.responses.sent.clear()
-        st.responses.queued.clear()
-        for rid, r in list(st.responses.active.items()):
-            for item_id in r.items:
-                stream = st.responses.streams.get(item_id)
-                if stream is None:
-                    continue
-                if stream.kind == "function_call" and not stream.requested:
-                    st.responses.streams.pop(item_id, None)
-                    st.delete_item(item_id)  # never finished: no tool will run for it
-                else:
-                    self._dispatch.finish_message(stream)
-            r.metrics.finish("failed", None, None, "connection_lost")
-            if r.handle is not None:
-                r.handle.fail(lost)
-            st.responses.ended.append(rid)
-            st.emit(ResponseDone(rid, "failed", None, None, "connection_lost"))
-        st.responses.active.clear()
-        for turn in list(st.user_turns.values()):
-            if not turn.done:
-                item = st.mirror.get(turn.item_id)
-                if isinstance(item, Message):
-                    st.update_item(_completed(item))
-        st.user_turns.clear()
-        st.user_speaking = False
-        st.buffer_ms = 0.0
+            self._st.emit(Reconnected(attempt, planned=attempt == 0))
 
     async def _rollover(self) -> None:
         """Planned reconnect before the service's session limit, at a quiet moment."""
@@ -611,7 +477,9 @@ class OpenAIRealtimeSession(BackendSession):
             await asyncio.sleep(max(0.0, started + limit - time.monotonic()))
             if self._connected_at != started:
                 continue  # reconnected meanwhile: a fresh session, a fresh limit
+            self.rollover_pending.set()
             await st.wait_until(lambda: self._closing or (st.quiet and self._ready.is_set()))
+            self.rollover_pending.clear()
             if self._closing:
                 return
             conn = self._conn
@@ -625,7 +493,3 @@ class OpenAIRealtimeSession(BackendSession):
 
     def _moved_on(self, since: float) -> bool:
         return self._closing or self._connected_at != since
-
-
-def _completed(item: Message) -> Message:
-    return replace(item, complete=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from duplex.agents.backend import BackendEvent, ItemAdded, ItemDeleted, ItemUpdated
@@ -26,6 +27,10 @@ from .responses import Responses
 log = logging.getLogger("duplex.backends.openai")
 
 _END = object()
+#: How long a rollover waits for a committed turn's transcript.
+TRANSCRIPT_WAIT_S = 10.0
+#: Caller turns remembered while their transcripts are pending.
+MAX_USER_TURNS = 32
 
 
 @dataclass
@@ -36,6 +41,12 @@ class UserTurn:
     audio_ms: float = 0.0
     partial: str = ""
     done: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def waiting(self) -> bool:
+        """Its transcript may still come (a server that never transcribes must not block)."""
+        return not self.done and time.monotonic() - self.created_at < TRANSCRIPT_WAIT_S
 
 
 class SessionState:
@@ -59,8 +70,9 @@ class SessionState:
         self.errors_seen: Counter[str] = Counter()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         #: Ids with an item event still in the queue: a sync must not undo what the
-        #: session has not seen yet.
+        #: session has not seen yet (``unseen``: its ItemAdded is among them).
         self.undelivered: Counter[str] = Counter()
+        self.unseen: Counter[str] = Counter()
         self._changed = asyncio.Event()
         self._logged: set[str] = set()
 
@@ -68,6 +80,8 @@ class SessionState:
     def emit(self, event: BackendEvent) -> None:
         if isinstance(event, (ItemAdded, ItemUpdated)):
             self.undelivered[event.item.id] += 1
+            if isinstance(event, ItemAdded):
+                self.unseen[event.item.id] += 1
         elif isinstance(event, ItemDeleted):
             self.undelivered[event.item_id] += 1
         self._queue.put_nowait(event)
@@ -76,11 +90,16 @@ class SessionState:
         self._queue.put_nowait(_END)
 
     async def next_event(self) -> BackendEvent | None:
-        ev = await self._queue.get()
-        if ev is _END:
-            self._queue.put_nowait(_END)  # later readers end too
-            return None
-        return ev  # type: ignore[return-value]
+        while True:
+            ev = await self._queue.get()
+            if ev is _END:
+                self._queue.put_nowait(_END)  # later readers end too
+                return None
+            if isinstance(ev, ItemUpdated) and ev.item.id not in self.mirror:
+                # The item was deleted meanwhile (the session removed it): do not revive it.
+                self.delivered(ev)
+                continue
+            return ev  # type: ignore[return-value]
 
     def delivered(self, event: BackendEvent) -> None:
         key = None
@@ -89,13 +108,23 @@ class SessionState:
         elif isinstance(event, ItemDeleted):
             key = event.item_id
         if key is not None:
-            self.undelivered[key] -= 1
-            if self.undelivered[key] <= 0:
-                del self.undelivered[key]
+            _decrement(self.undelivered, key)
+            if isinstance(event, ItemAdded):
+                _decrement(self.unseen, key)
+
+    def user_turn(self, item_id: str) -> UserTurn:
+        turn = self.user_turns.get(item_id)
+        if turn is None:
+            turn = self.user_turns[item_id] = UserTurn(item_id)
+            while len(self.user_turns) > MAX_USER_TURNS:
+                del self.user_turns[next(iter(self.user_turns))]
+        return turn
 
     # mirror changes the session must see --------------------------------------------------
-    def add_item(self, item: Item, after: str | None, *, first: bool = False) -> None:
-        self.mirror.insert(item, after, first=first)
+    def add_item(self, item: Item, after: str | None) -> None:
+        """A server-made item; with no (or an unknown) predecessor it goes last, as the
+        session appends an `ItemAdded` without one."""
+        self.mirror.insert(item, after)
         self.emit(ItemAdded(item, self.mirror.previous_of(item.id)))
 
     def update_item(self, item: Item) -> None:
@@ -124,10 +153,16 @@ class SessionState:
             or self.responses.queued
             or len(self.ops)
             or self.user_speaking
-            or any(not t.done for t in self.user_turns.values())
+            or any(t.waiting for t in self.user_turns.values())
         )
 
     def log_once(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
         if key not in self._logged:
             self._logged.add(key)
             log.log(level, msg, *args)
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

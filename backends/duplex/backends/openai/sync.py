@@ -39,8 +39,14 @@ class SyncPlan:
         return not (self.deletes or self.creates or self.local_deletes or self.local_creates)
 
 
-def _view(mirror: Mirror, local: Sequence[Item], undelivered: Container[str]) -> list[Item]:
-    """``local`` with not-yet-delivered server changes applied, so the plan never undoes them."""
+def _view(
+    mirror: Mirror, local: Sequence[Item], undelivered: Container[str], unseen: Container[str]
+) -> list[Item]:
+    """``local`` with not-yet-delivered server changes applied, so the plan never undoes them.
+
+    An item the session has seen and removed is deleted even if an update of it is
+    still queued; one it has not seen yet (its ItemAdded is queued) is kept.
+    """
     view: list[Item] = []
     for it in local:
         if it.id in undelivered:
@@ -52,7 +58,7 @@ def _view(mirror: Mirror, local: Sequence[Item], undelivered: Container[str]) ->
     ids = {it.id for it in view}
     mirror_items = mirror.items
     for idx, m in enumerate(mirror_items):
-        if m.id in undelivered and m.id not in ids:
+        if m.id in unseen and m.id not in ids:
             prev = mirror_items[idx - 1].id if idx else None
             pos = 0
             if prev is not None:
@@ -66,10 +72,11 @@ def plan_sync(
     mirror: Mirror,
     local: Sequence[Item],
     undelivered: Container[str],
+    unseen: Container[str],
     dialect: Dialect,
     opts: RealtimeOptions,
 ) -> SyncPlan:
-    view = _view(mirror, local, undelivered)
+    view = _view(mirror, local, undelivered, unseen)
     ops = diff(mirror.items, view)
     plan = SyncPlan()
     remote = mirror.remote_ids()

@@ -1,0 +1,279 @@
+"""Response events: a reply's items, audio, text and function calls as they stream.
+
+Split from `dispatch` because a response has a lifecycle of its own: created,
+items added, deltas, items done, done (or aborted by a dropped socket).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from duplex.agents import g711
+from duplex.agents.audio import AudioFrame
+from duplex.agents.backend import (
+    AudioDelta,
+    FunctionCallRequested,
+    ResponseDone,
+    ResponseStarted,
+    TextDelta,
+)
+from duplex.agents.conversation import AudioPart, ContentPart, FunctionCall, Message, TextPart
+
+from .metrics import ResponseMetrics, usage_from_wire
+from .responses import ActiveResponse, ItemStream
+from .state import SessionState
+
+#: Server event type (GA name) -> handler method of `ResponseEvents`.
+RESPONSE_HANDLERS: dict[str, str] = {
+    "response.created": "_response_created",
+    "response.output_item.added": "_output_item_added",
+    "response.content_part.added": "_content_part_added",
+    "response.output_audio.delta": "_audio_delta",
+    "response.output_audio_transcript.delta": "_transcript_out_delta",
+    "response.output_audio_transcript.done": "_transcript_out_done",
+    "response.output_text.delta": "_text_delta",
+    "response.output_text.done": "_text_done",
+    "response.function_call_arguments.delta": "_args_delta",
+    "response.function_call_arguments.done": "_args_done",
+    "response.output_item.done": "_output_item_done",
+    "response.done": "_response_done",
+}
+
+
+class ResponseEvents:
+    def __init__(self, st: SessionState, *, wake_sender: Callable[[], None]) -> None:
+        self.st = st
+        self._wake_sender = wake_sender
+
+    def _response_created(self, ev: dict[str, Any]) -> None:
+        st = self.st
+        resp = ev["response"]
+        rid = str(resp["id"])
+        handle = st.responses.match_created(resp)
+        metrics = ResponseMetrics(rid, handle.request_id if handle else None)
+        active = ActiveResponse(rid, handle, metrics)
+        st.responses.active[rid] = active
+        st.metrics.append(metrics)
+        if handle is not None:
+            handle.metrics = metrics
+            handle.set_created(rid)
+            if handle.cancel_on_create:
+                active.cancel_sent = True
+                st.send_soon({"type": "response.cancel", "response_id": rid})
+        st.emit(ResponseStarted(rid, handle.request_id if handle else None))
+
+    def _stream(self, ev: dict[str, Any]) -> ItemStream | None:
+        return self.st.responses.streams.get(str(ev.get("item_id")))
+
+    def _output_item_added(self, ev: dict[str, Any]) -> None:
+        st = self.st
+        wire = ev["item"]
+        rid = str(ev.get("response_id") or "")
+        item_id = str(wire["id"])
+        kind = wire.get("type")
+        stream = ItemStream(item_id, rid, kind if kind in ("message", "function_call") else "other")
+        stream.sample_rate = st.opts.output_rate
+        stream.call_id = str(wire.get("call_id") or "")
+        stream.name = str(wire.get("name") or "")
+        st.responses.streams[item_id] = stream
+        active = st.responses.active.get(rid)
+        if active is not None:
+            active.items.append(item_id)
+        if item_id in st.mirror:
+            return
+        if kind == "message":
+            st.add_item(Message(role="assistant", id=item_id, complete=False), st.mirror.last_id())
+        elif kind == "function_call":
+            st.add_item(
+                FunctionCall(stream.call_id, stream.name, "", id=item_id), st.mirror.last_id()
+            )
+
+    def _content_part_added(self, ev: dict[str, Any]) -> None:
+        stream = self._stream(ev)
+        part = ev.get("part") or {}
+        if stream is None:
+            return
+        kind = "audio" if part.get("type") in ("audio", "output_audio") else "text"
+        if kind == "text" and self.st.opts.modality == "audio":
+            self.st.log_once(
+                "text-instead-of-audio",
+                "realtime: the model answered in text although audio was requested; "
+                "the text is delivered as TextDelta and the item keeps it as text",
+            )
+        stream.parts.append(kind)
+
+    def _live(self, ev: dict[str, Any]) -> tuple[ItemStream, ActiveResponse | None] | None:
+        stream = self._stream(ev)
+        if stream is None:
+            return None
+        return stream, self.st.responses.active.get(stream.response_id)
+
+    def _audio_delta(self, ev: dict[str, Any]) -> None:
+        found = self._live(ev)
+        if found is None:
+            return
+        stream, active = found
+        payload = base64.b64decode(ev["delta"], validate=True)
+        if not payload:
+            return
+        fmt = self.st.opts.output_audio_format
+        if fmt == "pcm16":
+            frame = AudioFrame.from_pcm16(payload[: len(payload) // 2 * 2], 24000)
+        else:
+            frame = g711.decode(payload, "ulaw" if fmt == "g711_ulaw" else "alaw", 8000)
+        stream.audio_samples += frame.samples_per_channel
+        if "audio" not in stream.parts:
+            stream.parts.append("audio")
+        if active is not None:
+            active.metrics.mark_audio()
+            active.metrics.audio_ms += frame.duration_ms
+            if active.stopping:
+                return  # being cancelled: the caller must not hear more of it
+        self.st.emit(AudioDelta(stream.response_id, stream.item_id, frame))
+
+    def _text_out(self, ev: dict[str, Any], *, transcript: bool) -> None:
+        found = self._live(ev)
+        if found is None:
+            return
+        stream, active = found
+        delta = str(ev.get("delta") or "")
+        if transcript:
+            stream.transcript += delta
+        else:
+            stream.text += delta
+            if "text" not in stream.parts:
+                stream.parts.append("text")
+        if active is not None:
+            active.metrics.mark_text()
+        if delta:
+            self.st.emit(TextDelta(stream.response_id, stream.item_id, delta))
+
+    def _transcript_out_delta(self, ev: dict[str, Any]) -> None:
+        self._text_out(ev, transcript=True)
+
+    def _text_delta(self, ev: dict[str, Any]) -> None:
+        self._text_out(ev, transcript=False)
+
+    def _transcript_out_done(self, ev: dict[str, Any]) -> None:
+        stream = self._stream(ev)
+        if stream is not None and isinstance(ev.get("transcript"), str):
+            stream.transcript = ev["transcript"]
+
+    def _text_done(self, ev: dict[str, Any]) -> None:
+        stream = self._stream(ev)
+        if stream is not None and isinstance(ev.get("text"), str):
+            stream.text = ev["text"]
+            if "text" not in stream.parts:
+                stream.parts.append("text")
+
+    def _args_delta(self, ev: dict[str, Any]) -> None:
+        stream = self._stream(ev)
+        if stream is not None:
+            stream.arguments += str(ev.get("delta") or "")
+
+    def _args_done(self, ev: dict[str, Any]) -> None:
+        stream = self._stream(ev)
+        if stream is None:
+            return
+        stream.arguments = str(ev.get("arguments") or stream.arguments)
+        stream.name = str(ev.get("name") or stream.name)
+        stream.call_id = str(ev.get("call_id") or stream.call_id)
+        self._finish_call(stream)
+
+    def _finish_call(self, stream: ItemStream) -> None:
+        if stream.requested:
+            return
+        stream.requested = stream.done = True
+        item = FunctionCall(
+            stream.call_id, stream.name, stream.arguments or "{}", id=stream.item_id
+        )
+        self.st.update_item(item)
+        self.st.emit(
+            FunctionCallRequested(
+                stream.response_id, stream.item_id, stream.call_id, stream.name, item.arguments
+            )
+        )
+
+    def _output_item_done(self, ev: dict[str, Any]) -> None:
+        wire = ev["item"]
+        stream = self.st.responses.streams.get(str(wire["id"]))
+        if stream is None:
+            return
+        if stream.kind == "function_call":
+            if wire.get("status") != "incomplete":
+                stream.arguments = str(wire.get("arguments") or stream.arguments)
+                stream.call_id = str(wire.get("call_id") or stream.call_id)
+                stream.name = str(wire.get("name") or stream.name)
+                self._finish_call(stream)
+            return
+        self.finish_message(stream)
+
+    def finish_message(self, stream: ItemStream) -> None:
+        """The final item of an assistant message: transcript/text plus received audio."""
+        if stream.done:
+            return
+        stream.done = True
+        self.st.responses.streams.pop(stream.item_id, None)
+        if stream.kind != "message":
+            return
+        parts: list[ContentPart] = []
+        for kind in stream.parts:
+            if kind == "audio":
+                parts.append(AudioPart(transcript=stream.transcript, duration_ms=stream.audio_ms))
+            else:
+                parts.append(TextPart(stream.text))
+        item = self.st.mirror.get(stream.item_id)
+        if isinstance(item, Message):
+            self.st.update_item(replace(item, content=tuple(parts), complete=True))
+
+    def _response_done(self, ev: dict[str, Any]) -> None:
+        st = self.st
+        resp = ev["response"]
+        rid = str(resp["id"])
+        active = st.responses.active.pop(rid, None)
+        st.responses.ended.append(rid)
+        status = str(resp.get("status") or "completed")
+        if status not in ("completed", "cancelled", "failed", "incomplete"):
+            status = "failed"
+        details = resp.get("status_details") or {}
+        reason = details.get("reason")
+        err = details.get("error") or {}
+        error = (err.get("code") or err.get("type")) if isinstance(err, dict) and err else None
+        usage = usage_from_wire(resp.get("usage"))
+        # Items the server ended without output_item.done (cancellation) are final now.
+        for item_id in list(active.items if active else ()):
+            stream = st.responses.streams.get(item_id)
+            if stream is not None and stream.kind == "message":
+                self.finish_message(stream)
+            elif stream is not None:
+                st.responses.streams.pop(item_id, None)
+        done = ResponseDone(rid, status, usage, reason, error)  # type: ignore[arg-type]
+        if active is not None:
+            active.metrics.finish(status, usage, reason, error)
+            if active.handle is not None:
+                active.handle.set_done(done)
+        st.emit(done)
+        self._wake_sender()
+
+    def abort(self, error: Exception) -> None:
+        """The socket dropped: every active reply ends as failed, keeping what arrived."""
+        st = self.st
+        for rid, r in list(st.responses.active.items()):
+            for item_id in r.items:
+                stream = st.responses.streams.get(item_id)
+                if stream is None:
+                    continue
+                if stream.kind == "function_call" and not stream.requested:
+                    st.responses.streams.pop(item_id, None)
+                    st.delete_item(item_id)  # never finished: no tool will run for it
+                else:
+                    self.finish_message(stream)
+            r.metrics.finish("failed", None, None, "connection_lost")
+            if r.handle is not None:
+                r.handle.fail(error)
+            st.responses.ended.append(rid)
+            st.emit(ResponseDone(rid, "failed", None, None, "connection_lost"))
+        st.responses.active.clear()
