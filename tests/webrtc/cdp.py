@@ -106,7 +106,7 @@ class Browser:
         self._calls: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._waits: list[tuple[str, str | None, asyncio.Future[dict[str, Any]]]] = []
         self._pages: dict[str, Page] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stderr: list[str] = []
 
     @classmethod
@@ -131,7 +131,7 @@ class Browser:
             url = await asyncio.wait_for(browser._devtools_url(), timeout)
             browser._http = aiohttp.ClientSession()
             browser._ws = await browser._http.ws_connect(url, max_msg_size=0)
-            browser._tasks.append(asyncio.create_task(browser._read()))
+            browser._tasks.add(asyncio.create_task(browser._read()))
         except BaseException:
             await browser.close()
             raise
@@ -147,7 +147,7 @@ class Browser:
             m = re.search(r"DevTools listening on (ws://\S+)", line)
             if m:
                 # Keep draining stderr, or chromium blocks once the pipe is full.
-                self._tasks.append(asyncio.create_task(self._drain()))
+                self._tasks.add(asyncio.create_task(self._drain()))
                 return m.group(1)
 
     async def _drain(self) -> None:
@@ -205,7 +205,9 @@ class Browser:
         msg: dict[str, Any] = {"id": msg_id, "method": method, "params": params or {}}
         if session_id is not None:
             msg["sessionId"] = session_id
-        self._tasks.append(asyncio.create_task(self._ws.send_str(json.dumps(msg))))  # type: ignore[arg-type]
+        sending = asyncio.create_task(self._ws.send_str(json.dumps(msg)))
+        self._tasks.add(sending)
+        sending.add_done_callback(self._tasks.discard)
         return fut
 
     async def send(
@@ -239,9 +241,10 @@ class Browser:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         if self._http is not None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
+import os
 import re
 import uuid
+import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,19 +15,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soxr
+
 from duplex.agents.app import AppSpec, load_app
-from duplex.agents.audio import AudioFrame
 from duplex.agents.backend import Backend, ToolChoice
-from duplex.agents.resample import Resampler
 from duplex.agents.testing import write_wav
 from duplex.backends.cascade import offline_backend
 from duplex.backends.cascade.echo import EchoLLM
 from duplex.backends.cascade.stages import LLM, LLMChunk, TextChunk, ToolCallChunk
-
 from tests.speech import concat, silence, speak
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "assistant.py"
+#: Relative, as `agent dev examples/assistant.py` shows it in the page header.
+EXAMPLE_ARG = os.path.relpath(EXAMPLE)
 
 
 def speech_wav(path: Path, text: str, *, lead_s: float = 0.6, tail_s: float = 8.0) -> Path:
@@ -35,15 +39,16 @@ def speech_wav(path: Path, text: str, *, lead_s: float = 0.6, tail_s: float = 8.
 
 def silence_wav(path: Path, seconds: float) -> Path:
     """A silent microphone (Chromium's default fake device beeps, which a VAD hears)."""
-    write_wav(path, silence(seconds, 48000))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(bytes(2 * round(48000 * seconds)))
     return path
 
 
 def wav_b64(text: str) -> str:
     """Speech as a base64 WAV, for ``duplexTest.speak`` (the page decodes it)."""
-    import io
-    import wave
-
     frame = speak(text, 48000)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -67,10 +72,8 @@ def whisper() -> Iterator[Callable[[bytes], str]]:
     def transcribe(pcm48k: bytes) -> str:
         if not pcm48k:
             return ""
-        frame = AudioFrame.from_pcm16(pcm48k, 48000)
-        rs = Resampler(48000, 16000)
-        parts = [f for f in (rs.push(frame), rs.flush()) if f is not None]
-        audio = AudioFrame.concat(parts).to_float()[:, 0]
+        audio48 = np.frombuffer(pcm48k, dtype="<i2").astype(np.float32) / 32768.0
+        audio = soxr.resample(audio48, 48000, 16000).astype(np.float32)
         segments, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False)
         return normalize(" ".join(s.text for s in segments))
 
@@ -132,7 +135,7 @@ async def playground(
     from duplex.plugins.webrtc.playground import app_factory, default_vad
     from duplex.plugins.webrtc.server import PlaygroundServer
 
-    spec = spec or load_app(str(EXAMPLE))
+    spec = spec or load_app(EXAMPLE_ARG)
     server = PlaygroundServer(
         app_factory(spec, backend, vad=default_vad()),
         port=0,

@@ -271,5 +271,8 @@ class Backend(ABC):
         conversation: Conversation,
     ) -> BackendSession: ...
 
+    async def prewarm(self) -> None:  # noqa: B027 - optional: remote backends load nothing
+        """Load models before the first call, so it does not pay for them (`agent dev` calls it)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional: most backends hold nothing shared
         """Release shared resources (model weights, HTTP pools)."""

@@ -45,6 +45,13 @@ class ConversationItemAdded:
 
 
 @dataclass(frozen=True)
+class ToolCalled:
+    """The model asked for a tool; it is running now."""
+
+    call: FunctionCall
+
+
+@dataclass(frozen=True)
 class ToolExecuted:
     call: FunctionCall
     output: FunctionCallOutput
@@ -100,6 +107,7 @@ SessionEvent: TypeAlias = (
     | UserTranscribed
     | AgentTranscribed
     | ConversationItemAdded
+    | ToolCalled
     | ToolExecuted
     | MetricsCollected
     | AgentInterrupted

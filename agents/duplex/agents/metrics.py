@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .emitter import Emitter
+from collections.abc import Callable
+
 from .events import MetricsCollected, TurnMetrics
 from .responses import ResponseState
 
@@ -28,6 +29,6 @@ def turn_metrics(resp: ResponseState) -> TurnMetrics:
     )
 
 
-def emit_turn_metrics(emitter: Emitter, resp: ResponseState) -> None:
+def emit_turn_metrics(emit: Callable[[object], None], resp: ResponseState) -> None:
     resp.metrics_sent = True
-    emitter.emit(MetricsCollected(turn_metrics(resp)))
+    emit(MetricsCollected(turn_metrics(resp)))

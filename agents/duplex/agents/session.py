@@ -47,6 +47,7 @@ from .events import (
     ConversationItemAdded,
     SessionClosed,
     SessionError,
+    ToolCalled,
     ToolExecuted,
     UserState,
     UserStateChanged,
@@ -245,7 +246,7 @@ class AgentSession:
             with contextlib.suppress(Exception):
                 await self._transport.aclose()
         self._set_agent_state("closed")
-        self._emitter.emit(SessionClosed(reason))
+        self._emit_transport(SessionClosed(reason))
         self.closed.set()
 
     # input side -------------------------------------------------------------------------
@@ -303,7 +304,7 @@ class AgentSession:
             if batch is not None:
                 batch.interrupted = True
         item_id = next(reversed(heard), None) if heard else None
-        self._emitter.emit(
+        self._emit_transport(
             AgentInterrupted(item_id, heard.get(item_id, 0.0) if item_id else 0.0, latency_ms)
         )
         self._set_agent_state("listening")
@@ -367,7 +368,8 @@ class AgentSession:
             call = FunctionCall(ev.call_id, ev.name, ev.arguments, id=ev.item_id)
             if ev.item_id not in self.conversation:
                 self._append(call)
-            self._tools.submit(ev.response_id, call)
+            if self._tools.submit(ev.response_id, call) is not None:
+                self._emit_transport(ToolCalled(call))
         elif isinstance(ev, ItemAdded):
             self._on_item(ev.item, ev.previous_item_id)
         elif isinstance(ev, ItemUpdated):
@@ -414,7 +416,7 @@ class AgentSession:
                 self.conversation.insert_after(previous_item_id, item)
             else:
                 self.conversation.append(item)
-            self._emitter.emit(ConversationItemAdded(item))
+            self._emit_transport(ConversationItemAdded(item))
             resp = self._responses.current
             live = resp is not None and not resp.done.is_set()
             if assistant and live and resp is not None and item.id not in resp.items:
@@ -433,7 +435,11 @@ class AgentSession:
         batch = self._tools.find(ev.response_id)
         if batch is not None and batch.calls:
             batch.response_done = True
-            self._spawn(self._follow_up_tools(ev.response_id, self._user_turns), "tool-follow-up")
+            # A reply that only called tools said nothing: the caller still waits from speech end.
+            carry = resp.speech_end_at if resp.first_played_at is None else None
+            self._spawn(
+                self._follow_up_tools(ev.response_id, self._user_turns, carry), "tool-follow-up"
+            )
         else:
             self._tools.pop_batch(ev.response_id)
         if ev.status == "failed":
@@ -442,7 +448,9 @@ class AgentSession:
             self._on_idle()
         self._maybe_metrics(resp)
 
-    async def _follow_up_tools(self, response_id: str, user_turns: int) -> None:
+    async def _follow_up_tools(
+        self, response_id: str, user_turns: int, speech_end_at: float | None
+    ) -> None:
         await self._tools.wait_batch(response_id)
         batch = self._tools.pop_batch(response_id)
         if batch is None or batch.interrupted or self._closing or self.caps.auto_tool_reply:
@@ -452,6 +460,7 @@ class AgentSession:
         self._tool_steps += 1
         choice: ToolChoice | None = "none" if self._tool_steps >= self.max_tool_steps else None
         await self._responses.wait_idle()
+        self._responses.next_speech_end_at = speech_end_at
         await self._create_response(tool_choice=choice)
 
     async def _on_tool_output(
@@ -460,7 +469,6 @@ class AgentSession:
         if call.id not in self.conversation:
             self._append(call)
         self._append(output)
-        self._emitter.emit(ToolExecuted(call, output, took))
         self._emit_transport(ToolExecuted(call, output, took))
         await self._sync()
 
@@ -492,7 +500,7 @@ class AgentSession:
 
     def _append(self, item: Any) -> None:
         self.conversation.append(item)
-        self._emitter.emit(ConversationItemAdded(item))
+        self._emit_transport(ConversationItemAdded(item))
 
     def _on_first_frame(self, item_id: str) -> None:
         resp = self._responses.current
@@ -515,7 +523,7 @@ class AgentSession:
             return
         if not resp.interrupted and self._playout is not None and self._playout.active:
             return
-        emit_turn_metrics(self._emitter, resp)
+        emit_turn_metrics(self._emit_transport, resp)
         self._responses.forget(resp.response_id) if resp is not self._responses.current else None
 
     def _set_agent_state(self, state: AgentState) -> None:
@@ -538,7 +546,7 @@ class AgentSession:
 
     def _report_error(self, code: str, message: str, recoverable: bool) -> None:
         logger.warning("session error %s: %s", code, message)
-        self._emitter.emit(SessionError(code, message, recoverable))
+        self._emit_transport(SessionError(code, message, recoverable))
         if not recoverable and not self._closing:
             self._spawn(self.aclose(f"fatal error: {code}"), "close")
 
@@ -559,4 +567,4 @@ class AgentSession:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             logger.error("session task %s failed: %r", task.get_name(), exc)
-            self._emitter.emit(SessionError("internal_error", repr(exc), True))
+            self._emit_transport(SessionError("internal_error", repr(exc), True))

@@ -58,6 +58,9 @@ class CascadeBackend(Backend):
             sentence_min_chars=self.sentence_min_chars,
         )
 
+    async def prewarm(self) -> None:
+        await asyncio.gather(self.stt.prepare(), self.tts.prepare())
+
     async def aclose(self) -> None:
         await asyncio.gather(
             self.stt.aclose(), self.llm.aclose(), self.tts.aclose(), return_exceptions=True

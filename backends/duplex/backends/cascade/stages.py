@@ -56,6 +56,9 @@ class STT(ABC):
     @abstractmethod
     async def connect(self) -> STTSession: ...
 
+    async def prepare(self) -> None:  # noqa: B027 - optional: remote stages need nothing
+        """Load what the first utterance would otherwise wait for (a local model)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional: stateless stages need nothing
         """Release shared resources."""
 

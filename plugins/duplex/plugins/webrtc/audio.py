@@ -15,6 +15,7 @@ from collections import deque
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
 from duplex.agents.audio import AudioFrame, Int16Array, float_to_pcm16
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.transport import AudioOutput

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from duplex.agents.app import choose_backend, load_app
+from duplex.agents.app import choose_backend, default_backend_name, load_app
 from duplex.agents.cli import Subparsers, add_app_arguments
 
 from .playground import serve
@@ -30,7 +30,7 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_app(args.app)
     backend = choose_backend(args.backend)
-    name = args.backend or type(backend).__name__
+    name = args.backend or default_backend_name()
 
     def ready(server: PlaygroundServer) -> None:
         print(f"duplex playground: {server.url}", flush=True)

@@ -11,36 +11,16 @@ from typing import Any
 
 from duplex.agents.app import AppSpec
 from duplex.agents.backend import Backend
-from duplex.agents.events import (
-    AgentInterrupted,
-    ConversationItemAdded,
-    MetricsCollected,
-    SessionError,
-)
-from duplex.agents.session import AgentSession
 
 from .server import ClosableSession, PlaygroundServer, SessionFactory
 from .transport import WebRTCTransport
 
-__all__ = ["app_factory", "default_vad", "forward_events", "serve"]
+__all__ = ["app_factory", "default_vad", "serve"]
 
 log = logging.getLogger(__name__)
 
+
 #: Session events the session does not hand to `Transport.publish` itself but the page shows.
-FORWARDED: tuple[type[Any], ...] = (
-    ConversationItemAdded,
-    MetricsCollected,
-    AgentInterrupted,
-    SessionError,
-)
-
-
-def forward_events(session: AgentSession, transport: WebRTCTransport) -> None:
-    """Send tool calls, per-turn metrics, interruptions and errors to the page too."""
-    for event_type in FORWARDED:
-        session.on(event_type, transport.publish)
-
-
 def default_vad() -> Any | None:
     """WebRTC's VAD when its extra is installed: a browser mic is noisier than EnergyVAD likes."""
     try:
@@ -55,7 +35,6 @@ def app_factory(spec: AppSpec, backend: Backend, **session_options: Any) -> Sess
 
     async def start(transport: WebRTCTransport) -> ClosableSession:
         session = await spec.start(transport, backend, **session_options)
-        forward_events(session, transport)
         return session
 
     return start
@@ -82,6 +61,7 @@ async def serve(
         port=port,
         info={"app": spec.name, "backend": backend_name or type(backend).__name__},
     )
+    await backend.prewarm()
     await server.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

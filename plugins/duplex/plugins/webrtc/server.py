@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 from aiohttp import web
+
 from duplex.agents.app import translate_bind_errors
 
 from .transport import SignalingError, WebRTCTransport
@@ -105,7 +106,13 @@ class PlaygroundServer:
 
     async def aclose(self) -> None:
         """Hang up every call, then stop serving."""
-        await asyncio.gather(*(self._end(p) for p in list(self.peers.values())))
+        peers = list(self.peers.values())
+        await asyncio.gather(*(p.transport.aclose("server_closed") for p in peers))
+        # Each watcher closes its session; a peer still in its offer gets none and is dropped.
+        await asyncio.gather(*(p.watcher for p in peers if p.watcher is not None))
+        for p in peers:
+            if self.peers.get(p.transport.session_id) is p:
+                del self.peers[p.transport.session_id]
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -178,23 +185,21 @@ class PlaygroundServer:
 
     # --- lifecycle ----------------------------------------------------------------------
     async def _watch(self, peer: Peer) -> None:
-        """When the call ends, close its session and forget it."""
-        await peer.transport.closed.wait()
-        await self._end(peer, from_watcher=True)
+        """When the call ends, however it ends, close its session and forget it.
 
-    async def _end(self, peer: Peer, *, from_watcher: bool = False) -> None:
-        await peer.transport.aclose("server_closed")
+        The one place a call is cleaned up, so a hang-up racing a server shutdown
+        never closes a session twice or half-way.
+        """
+        transport = peer.transport
+        await transport.closed.wait()
         if peer.session is not None:
             try:
                 await peer.session.aclose()
             except Exception:
-                log.exception("closing the session of %s failed", peer.transport.session_id)
-        if self.peers.get(peer.transport.session_id) is peer:
-            del self.peers[peer.transport.session_id]
-            log.info("call %s ended (%s)", peer.transport.session_id, peer.transport.close_reason)
-        if not from_watcher and peer.watcher is not None:
-            peer.watcher.cancel()
-            await asyncio.gather(peer.watcher, return_exceptions=True)
+                log.exception("closing the session of %s failed", transport.session_id)
+        if self.peers.get(transport.session_id) is peer:
+            del self.peers[transport.session_id]
+        log.info("call %s ended (%s)", transport.session_id, transport.close_reason)
 
 
 def _error(status: int, message: str) -> web.Response:

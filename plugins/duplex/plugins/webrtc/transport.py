@@ -10,7 +10,6 @@ arriving for ``media_timeout_s`` (a crashed tab sends no goodbye).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import uuid
@@ -28,6 +27,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import DuplexError
 from duplex.agents.transport import AudioInput, Transport
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Frames of caller audio held for a slow consumer (~10 s) before the oldest are dropped.
 INPUT_QUEUE_FRAMES = 500
+#: Close reasons that mean the peer is already gone (no goodbye is sent).
+PEER_GONE = frozenset({"hangup", "connection_closed", "ice_failed", "media_timeout", "track_ended"})
 #: Events held while the data channel is not open yet.
 PENDING_MESSAGES = 256
 
@@ -104,7 +106,9 @@ class WebRTCTransport(Transport):
         self.audio_output: AgentAudioTrack = AgentAudioTrack(max_buffer_ms=max_buffer_ms)
         self.media_timeout_s = media_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        #: Why the call ended (``hangup``, ``ice_failed``, ``media_timeout``, ...).
+        #: Why the call ended: ``hangup``, ``connection_closed`` (DTLS close or ICE consent
+        #: expired), ``ice_failed``, ``media_timeout``, ``connect_timeout``, or the
+        #: reason given to `aclose` (``closed`` when the session hangs up).
         self.close_reason: str | None = None
         self._channel: RTCDataChannel | None = None
         self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
@@ -118,7 +122,11 @@ class WebRTCTransport(Transport):
     # --- signaling ----------------------------------------------------------------------
     async def accept(self, offer_sdp: str) -> str:
         """Answer the peer's offer; returns the answer SDP (ICE candidates included)."""
-        check_offer(offer_sdp)
+        try:
+            check_offer(offer_sdp)
+        except SignalingError:
+            await self.aclose("bad_offer")
+            raise
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             self.pc.addTrack(self.audio_output)
@@ -146,9 +154,8 @@ class WebRTCTransport(Transport):
 
     async def aclose(self, reason: str = "closed") -> None:
         """Hang up: close the peer connection and stop every task of this call."""
-        if self._closing is None:
-            self.close_reason = self.close_reason or reason
-            self._closing = asyncio.ensure_future(self._shutdown())
+        self._close_soon(reason)
+        assert self._closing is not None
         await asyncio.shield(self._closing)
 
     @property
@@ -169,19 +176,28 @@ class WebRTCTransport(Transport):
             self._closing = asyncio.ensure_future(self._shutdown())
 
     async def _shutdown(self) -> None:
-        current = asyncio.current_task()
         self.audio_input.end()
         self.audio_output.stop()
         self._pending.clear()
-        if self._channel is not None and self._channel.readyState == "open":
-            with contextlib.suppress(Exception):
-                self._channel.send(json.dumps({"type": "closed", "reason": self.close_reason}))
-        await self.pc.close()
-        others = [t for t in self._tasks if t is not current and not t.done()]
-        for t in others:
-            t.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
-        await super().aclose()
+        try:
+            # Say goodbye only when we hang up on a live peer; a gone one cannot hear it.
+            channel = self._channel
+            if (
+                self.close_reason not in PEER_GONE
+                and self.pc.connectionState == "connected"
+                and channel is not None
+                and channel.readyState == "open"
+            ):
+                channel.send(json.dumps({"type": "closed", "reason": self.close_reason}))
+            await self.pc.close()
+        except Exception:
+            log.exception("webrtc %s: closing the peer connection failed", self.session_id)
+        finally:
+            others = [t for t in self._tasks if not t.done()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            await super().aclose()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
@@ -214,7 +230,7 @@ class WebRTCTransport(Transport):
         if state == "connected":
             self._connected.set()
         elif state in ("failed", "closed"):
-            self._close_soon("ice_failed" if state == "failed" else "peer_closed")
+            self._close_soon("ice_failed" if state == "failed" else "connection_closed")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         self._channel = channel

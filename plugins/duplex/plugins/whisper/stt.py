@@ -198,6 +198,9 @@ class WhisperSTT(STT):
     def busy(self) -> bool:
         return self._running > 0
 
+    async def prepare(self) -> None:
+        await self.load()
+
     async def load(self) -> Any:
         """Load (once) in a thread so the event loop keeps serving audio meanwhile."""
         if self._model is None:

@@ -85,7 +85,7 @@ function onMetrics(m) {
     $("latency").tBodies[0].rows.length + 1,
     fmtMs(m.end_to_end_ms) + (m.interrupted ? " (interrupted)" : ""),
     fmtMs(m.backend_ttfa_ms),
-    fmtMs(m.played_ms),
+    m.played_ms ? fmtMs(m.played_ms) : "no audio",
   ];
   for (const c of cells) {
     const td = document.createElement("td");
@@ -150,6 +150,7 @@ async function attachRemote(stream) {
   $("remote").srcObject = stream; // Chrome only feeds remote WebRTC audio to WebAudio when played
   const src = call.ctx.createMediaStreamSource(stream);
   meter(call.ctx, src, $("agent-level"));
+  if (!call.ctx.audioWorklet) return;
   const rec = new AudioWorkletNode(call.ctx, "duplex-recorder");
   rec.port.onmessage = (e) => {
     if (e.data === "stopped") { if (call.onStopped) call.onStopped(); }
@@ -176,14 +177,13 @@ async function connect() {
   if (call.pc) throw new Error("already connected");
   $("connect").disabled = true;
   try {
-    const echo = $("echo").checked;
-    call.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: echo } });
     if (call.ctx) await call.ctx.close();
     call.ctx = new AudioContext({ sampleRate: 48000 });
-    await call.ctx.audioWorklet.addModule("/static/recorder-worklet.js");
+    await call.ctx.resume(); // a context made after an await may start suspended
+    // AudioWorklet (the recorder behind duplexTest) needs a secure context, like the mic.
+    if (call.ctx.audioWorklet) await call.ctx.audioWorklet.addModule("/static/recorder-worklet.js");
     // Mic and test/file audio are mixed into the one track the agent hears.
     call.mix = call.ctx.createGain();
-    call.ctx.createMediaStreamSource(call.mic).connect(call.mix);
     const out = call.ctx.createMediaStreamDestination();
     call.mix.connect(out);
     meter(call.ctx, call.mix, $("mic-level"));
@@ -219,10 +219,27 @@ async function connect() {
     call.sessionId = body.session_id;
     await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     await call.connected;
+    await openMic();
   } catch (err) {
     log(`could not connect: ${err.message}`, "error");
     teardown("error");
     throw err;
+  }
+}
+
+// The microphone opens once the call is up, so the first words reach the agent.
+// Without one (refused, or a page not served from localhost/https) the call stays up for text.
+async function openMic() {
+  if (!navigator.mediaDevices) {
+    log("no microphone: open the playground via http://localhost or https; typing works", "error");
+    return;
+  }
+  try {
+    const echo = $("echo").checked;
+    call.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: echo } });
+    call.ctx.createMediaStreamSource(call.mic).connect(call.mix);
+  } catch (err) {
+    log(`microphone unavailable (${err.message}); typing still works`, "error");
   }
 }
 

@@ -1,0 +1,1 @@
+"""WebRTC transport, playground server and browser tests."""
