@@ -6,7 +6,7 @@ need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 command -v chromium >/dev/null || need+=(chromium)
-command -v pulseaudio >/dev/null || need+=(pulseaudio pulseaudio-utils)
+command -v pulseaudio >/dev/null || need+=(pulseaudio pulseaudio-utils libasound2-plugins)
 ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need+=(libportaudio2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

@@ -26,11 +26,12 @@ async def room() -> AsyncIterator[SimulatedRoom]:
 async def make_transport(room: SimulatedRoom) -> AsyncIterator[Any]:
     made: list[RoomTransport] = []
 
-    async def make(**kw: Any) -> RoomTransport:
+    async def make(*, start: bool = True, **kw: Any) -> RoomTransport:
         kw.setdefault("room_name", "test-room")
         kw.setdefault("credentials", CREDS)
         t = RoomTransport(room=room, **kw)
-        await t.start()
+        if start:
+            await t.start()
         made.append(t)
         return t
 

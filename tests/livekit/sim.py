@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from duplex.agents.audio import AudioFrame
 from livekit import api, rtc
 from livekit.rtc._ffi_client import FfiClient, FfiHandle
 from livekit.rtc._proto import data_stream_pb2 as ds
@@ -32,6 +31,8 @@ from livekit.rtc._proto import ffi_pb2, handle_pb2
 from livekit.rtc._proto import participant_pb2 as pp
 from livekit.rtc._proto import room_pb2 as rp
 from livekit.rtc._proto import track_pb2 as tp
+
+from duplex.agents.audio import AudioFrame
 
 API_KEY = "devkey"
 API_SECRET = "secret-for-tests-only-0123456789abcdef"
@@ -104,6 +105,7 @@ class SimulatedLocalParticipant(rtc.LocalParticipant):
         pub._track = track
         track._info.sid = pub.sid
         self._track_publications[pub.sid] = pub
+        self._sim_room.track_published.set()
         return pub
 
     async def unpublish_track(self, track_sid: str) -> None:
@@ -139,6 +141,8 @@ class SimulatedRoom(rtc.Room):
         self.connected_url: str | None = None
         self.disconnect_calls = 0
         self._mics: dict[str, SimulatedMic] = {}
+        #: Set when the agent has published a track (it is fully in the room).
+        self.track_published = asyncio.Event()
 
     # the two calls that would reach the server ---------------------------------------------
     async def connect(

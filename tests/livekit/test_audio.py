@@ -111,7 +111,9 @@ async def test_clear_stops_the_voice_and_reports_what_was_heard(
     await asyncio.wait_for(writer, 1)
     assert out.buffered_ms == 0
     # what the listener got is what the output says was played
-    tail_ms, _ = await asyncio.wait_for(_loud_ms(heard, stop_after_quiet_ms=100, wait_for_sound=False), 3)
+    tail_ms, _ = await asyncio.wait_for(
+        _loud_ms(heard, stop_after_quiet_ms=100, wait_for_sound=False), 3
+    )
     assert heard_ms + tail_ms == pytest.approx(played, abs=30)
     assert tail_ms <= 30  # at most the block in flight when the queue was emptied
     assert played + dropped < 3000 - 1000  # most of the reply was never sent

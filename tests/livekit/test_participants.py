@@ -131,3 +131,30 @@ def test_kind_names_are_checked() -> None:
         parse_kinds("phone")
     with pytest.raises(ConfigurationError):
         parse_kinds(" , ")
+
+
+async def test_reconnect_keeps_the_call_and_picks_up_the_new_track(
+    room: SimulatedRoom, make_transport
+) -> None:
+    t = await make_transport(input_rate=16000)
+    await room.join("alice")
+    await room.publish_mic("alice")
+    frames = t.audio_input.frames()
+    await room.reconnect()
+    # after a full reconnect the SDK re-subscribes: the old track goes, a new one comes
+    await room.unpublish_mic("alice")
+    assert t.audio_input.track_sid is None
+    mic = await room.publish_mic("alice")
+    assert t.audio_input.track_sid == mic.sid
+    await mic.say(tone(550, 300, 48000))
+    await asyncio.wait_for(hear(frames, 550), 5)
+    assert t.reconnects == 1 and not t.closed.is_set()
+    assert t.participant is not None and t.participant.identity == "alice"
+
+
+async def test_the_room_going_away_ends_the_call(room: SimulatedRoom, make_transport) -> None:
+    t = await make_transport()
+    await room.join("alice")
+    await room.server_disconnect(rtc.DisconnectReason.ROOM_DELETED)
+    await asyncio.wait_for(t.closed.wait(), 5)
+    assert t.close_reason == "disconnected from the room (ROOM_DELETED)"

@@ -161,9 +161,9 @@ async def test_a_refused_transfer_is_an_error_the_model_can_read(
     twirp.fail_with = (412, "failed_precondition", "transfer not enabled on trunk")
     with pytest.raises(Exception, match="transfer not enabled"):
         await t.transfer(CALLER, "tel:+15550001111")
-    restricted = {
-        tool.name: tool for tool in sip_tools(t, allow_transfer_to=("+15550002222",))
-    }["transfer_call"]
+    restricted = {tool.name: tool for tool in sip_tools(t, allow_transfer_to=("+15550002222",))}[
+        "transfer_call"
+    ]
     with pytest.raises(ToolError, match="only allowed"):
         await restricted.invoke({"destination": "+15550001111"})
     assert len(twirp.requests) == 1  # the refused destination never reached the server

@@ -28,10 +28,14 @@ Handler: TypeAlias = Callable[[argparse.Namespace], "int | None"]
 log = logging.getLogger("duplex.cli")
 
 
-def add_app_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments every app-running command shares: the app and ``--backend``."""
+def add_app_arguments(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """The arguments every app-running command shares: the app and ``--backend``.
+
+    ``optional`` suits commands that also do something without an app (listing devices).
+    """
     parser.add_argument(
         "app",
+        nargs="?" if optional else None,
         help="app file or module, optionally with :name (e.g. examples/assistant.py:Assistant)",
     )
     parser.add_argument(

@@ -32,7 +32,7 @@ class UserTranscribed:
 
 @dataclass(frozen=True)
 class AgentTranscribed:
-    """The agent's words: deltas while streaming, then the final (possibly truncated) text."""
+    """The agent's words: the text so far while streaming, then the final (maybe cut) text."""
 
     item_id: str
     text: str

@@ -16,11 +16,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import numpy as np
+
 from duplex.agents.audio import AudioFrame, FrameChunker
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.resample import Resampler
 from duplex.agents.transport import AudioInput, AudioOutput
-
 from livekit import rtc
 
 logger = logging.getLogger("duplex.plugins.livekit")

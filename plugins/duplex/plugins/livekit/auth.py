@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from duplex.agents.errors import ConfigurationError
-
 from livekit import api
 
 ENV_URL = "LIVEKIT_URL"

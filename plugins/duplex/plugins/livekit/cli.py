@@ -17,7 +17,6 @@ from duplex.agents.cli import Subparsers, add_app_arguments
 
 if TYPE_CHECKING:
     from duplex.agents.session import AgentSession
-
     from livekit import rtc
 
 log = logging.getLogger("duplex.plugins.livekit")

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from duplex.agents.errors import ConfigurationError
-
 from livekit import rtc
 
 Kind: TypeAlias = "rtc.ParticipantKind.ValueType"

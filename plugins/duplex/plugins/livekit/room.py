@@ -21,7 +21,6 @@ from typing import Any
 
 from duplex.agents.errors import ConfigurationError, DuplexError
 from duplex.agents.transport import Transport
-
 from livekit import rtc
 
 from .audio_io import RoomAudioInput, RoomAudioOutput
@@ -47,7 +46,16 @@ class RoomConnectError(DuplexError):
 
 
 class RoomTransport(Transport):
-    """One agent in one LiveKit room, talking with one participant at a time."""
+    """One agent in one LiveKit room, talking with one participant at a time.
+
+    Connection: ``url`` + ``token``, or a token minted for ``room_name`` /
+    ``identity`` from ``credentials`` (default: LIVEKIT_URL, LIVEKIT_API_KEY,
+    LIVEKIT_API_SECRET); or an already connected ``room`` (a worker job's).
+    Who to follow: ``participant_identity`` and/or ``participant_kinds``
+    (``"standard,sip"``). ``input_rate``/``output_rate`` should be the backend's,
+    so audio is converted once. ``output_buffer_ms`` bounds how much voice is
+    queued ahead of the listener: less stops an interruption sooner.
+    """
 
     def __init__(
         self,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from duplex.agents.errors import ConfigurationError, ToolError
 from duplex.agents.tools import FunctionTool, build_tool, function_tool
-
 from livekit import api, rtc
 
 if TYPE_CHECKING:

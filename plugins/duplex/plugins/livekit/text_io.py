@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from duplex.agents.events import AgentStateChanged, AgentTranscribed, UserTranscribed
-
 from livekit import rtc
 
 logger = logging.getLogger("duplex.plugins.livekit")
