@@ -174,6 +174,8 @@ class Browser:
         for fut in self._calls.values():
             if not fut.done():
                 fut.set_exception(CDPError("browser connection closed"))
+                # A call abandoned at shutdown has no one awaiting it: do not warn about it.
+                fut.add_done_callback(lambda f: f.exception())
 
     def _dispatch(self, data: dict[str, Any]) -> None:
         method, sid = data.get("method", ""), data.get("sessionId")
