@@ -379,3 +379,20 @@ async def test_server_vad_turns_reply_only_when_the_server_does_not(server_repli
     else:
         await backend.session.wait_for_call("create_response")
     await session.aclose()
+
+
+async def test_local_barge_in_leaves_the_cancel_to_a_server_that_interrupts() -> None:
+    backend = ScriptedBackend(
+        [Reply(text="long", audio_ms=800, hold=True)], server_vad=True, server_interrupts=True
+    )
+    session, transport = await start(backend)
+    handle = await session.generate_reply()
+    await handle.created
+    await transport.output.play(100)
+    interrupted = session.next_event(AgentInterrupted)
+    speak(transport, ms=300)  # the local VAD hears it first
+    assert (await interrupted).played_ms == pytest.approx(100)
+    assert backend.session.called("cancel_response") == []
+    backend.session.release()  # what the server's own VAD cancel would end
+    assert (await backend.session.wait_for_call("truncate")).args["audio_end_ms"] == 100
+    await session.aclose()

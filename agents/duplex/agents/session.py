@@ -308,7 +308,9 @@ class AgentSession:
             AgentInterrupted(item_id, heard.get(item_id, 0.0) if item_id else 0.0, latency_ms)
         )
         self._set_agent_state("listening")
-        server_cancels = source == "server" and self.caps.server_interrupts
+        # With interrupt_response the server cancels on the caller's speech itself; a second
+        # cancel from us would race its response.done and be refused.
+        server_cancels = source != "api" and self.caps.server_interrupts
         for r in targets:
             self._spawn(self._settle_interrupted(r, heard, cancel=not server_cancels), "settle")
 
