@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .audio import AudioFrame
 from .errors import AudioFormatError
-from .resample import Resampler
+from .resample import LOW_LATENCY, Resampler
 from .vad import SpeechEnd, SpeechStart, TurnDetector
 
 logger = logging.getLogger("duplex.agents.input")
@@ -49,7 +49,10 @@ class InputPath:
         if r is None or r.input_rate != frame.sample_rate or r.input_channels != frame.channels:
             # The format changed mid-call (a renegotiated track): start a fresh filter.
             r = self._resampler = Resampler(
-                frame.sample_rate, self.backend_rate, input_channels=frame.channels
+                frame.sample_rate,
+                self.backend_rate,
+                input_channels=frame.channels,
+                quality=LOW_LATENCY,  # HQ would hold back up to 38 ms of the caller's audio
             )
         return r.push(frame)
 

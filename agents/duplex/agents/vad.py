@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .audio import AudioFrame, FrameChunker
-from .resample import Resampler
+from .resample import LOW_LATENCY, Resampler
 
 
 class VADStream(ABC):
@@ -101,7 +101,8 @@ class TurnDetector:
         self.options = options or TurnOptions()
         self.input_rate = input_rate
         self._stream = vad.stream()
-        self._resampler = Resampler(input_rate, vad.sample_rate)
+        # A VAD needs no hi-fi filter, and HQ's bursts would delay barge-in by up to 37 ms.
+        self._resampler = Resampler(input_rate, vad.sample_rate, quality=LOW_LATENCY)
         self._chunker = FrameChunker(vad.sample_rate, 1, vad.frame_ms)
         self._vad_samples = 0  # audio time, in VAD-rate samples already classified
         self._history: deque[tuple[float, AudioFrame]] = deque()
