@@ -15,6 +15,7 @@ from duplex.agents import (
     Agent,
     AgentInterrupted,
     AgentSession,
+    AgentTranscribed,
     AudioFrame,
     ConversationItemAdded,
     EnergyVAD,
@@ -158,6 +159,13 @@ async def test_barge_in_before_any_audio_deletes_the_item_and_cancels() -> None:
     assert [type(op).__name__ for op in sync.args["ops"]] == ["Delete"]
     assert assistant.item.id not in session.conversation
     assert backend.session.called("truncate") == []
+    # Captions: the unheard reply ends with an empty final, never with its unheard text.
+    finals = [
+        e.text
+        for e in transport.published
+        if isinstance(e, AgentTranscribed) and e.final and e.item_id == assistant.item.id
+    ]
+    assert finals == [""]
     assert backend.session.errors == []
     await session.aclose()
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from duplex.agents.conversation import AudioPart, FunctionCall, FunctionCallOutput, Message
+from duplex.agents.conversation import (
+    AudioPart,
+    FunctionCall,
+    FunctionCallOutput,
+    Item,
+    Message,
+)
 from duplex.backends.cascade.messages import MISSING_OUTPUT, chat_tool_choice, to_chat_messages
 from duplex.backends.cascade.text import SentenceSplitter, SpokenSegment, heard_text
 
 
 def test_items_map_to_chat_messages() -> None:
-    items = [
+    items: list[Item] = [
         Message.text_message("developer", "Be brief."),
         Message(role="user", content=(AudioPart(transcript="Weather in Paris and Rome?"),)),
         Message(role="assistant", content=(AudioPart(transcript="Let me check."),)),
@@ -47,7 +53,7 @@ def test_items_map_to_chat_messages() -> None:
 
 
 def test_call_without_output_gets_a_placeholder_before_the_next_turn() -> None:
-    items = [FunctionCall("c1", "f", "{}"), Message.text_message("user", "Hello?")]
+    items: list[Item] = [FunctionCall("c1", "f", "{}"), Message.text_message("user", "Hello?")]
     out = to_chat_messages("", items)
     assert out == [
         {
@@ -104,3 +110,24 @@ def test_heard_text_keeps_whole_sentences_then_a_share_of_words() -> None:
     assert heard_text(segs, 1500) == "One two three. Four five"
     assert heard_text(segs, 1100) == "One two three."
     assert heard_text(segs, 300) == ""
+
+
+def test_output_that_arrived_after_later_turns_is_sent_right_after_its_call() -> None:
+    items: list[Item] = [
+        FunctionCall("c1", "f", "{}"),
+        Message.text_message("user", "Never mind."),
+        Message.text_message("assistant", "Okay."),
+        FunctionCallOutput("c1", "late result"),  # the tool outlasted the caller's next turn
+    ]
+    assert to_chat_messages("", items) == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "late result"},
+        {"role": "user", "content": "Never mind."},
+        {"role": "assistant", "content": "Okay."},
+    ]

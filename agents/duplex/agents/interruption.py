@@ -56,8 +56,8 @@ async def settle_interrupted(
     cancel: bool,
     truncation: bool,
     on_error: Callable[[BackendErrorException], None],
-) -> bool:
-    """Returns True when items were removed locally (the caller then syncs the deletion)."""
+) -> Cut:
+    """What was cut; items in ``Cut.delete`` were removed locally (the caller syncs that)."""
     async with control:
         if cancel and not resp.done.is_set():
             await backend.cancel_response()
@@ -73,4 +73,4 @@ async def settle_interrupted(
                     on_error(e)
     for item_id in cut.delete:
         conversation.remove(item_id)
-    return bool(cut.delete)
+    return cut

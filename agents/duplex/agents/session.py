@@ -114,6 +114,8 @@ class AgentSession:
         self._user_turns = 0
         self._tool_steps = 0
         self._closing = False
+        #: Assistant items of interrupted replies whose heard-only text has not arrived yet.
+        self._cut_pending: set[str] = set()
         self.closed = asyncio.Event()
 
     # public API -------------------------------------------------------------------------
@@ -297,6 +299,7 @@ class AgentSession:
         latency_ms = max(0.0, (time.monotonic() - t0) * 1000.0)
         targets = [r for r in (resp,) if r is not None and not r.interrupted]
         for r in targets:
+            self._cut_pending.update(r.items)
             r.interrupted = True
             r.interruption_ms = latency_ms
             r.played_ms = sum(heard.get(i, 0.0) for i in r.items)
@@ -317,7 +320,7 @@ class AgentSession:
     async def _settle_interrupted(
         self, resp: ResponseState, heard: dict[str, float], cancel: bool
     ) -> None:
-        removed = await settle_interrupted(
+        cut = await settle_interrupted(
             self.backend_session,
             self._control,
             self.conversation,
@@ -327,7 +330,16 @@ class AgentSession:
             truncation=self.caps.truncation,
             on_error=lambda e: self._report_error(e.code, str(e), True),
         )
-        if removed:
+        for item_id in cut.delete:  # nothing of it was heard: its caption is empty
+            self._cut_pending.discard(item_id)
+            self._emit_transport(AgentTranscribed(item_id, "", True))
+        if not self.caps.truncation:  # no server update will come: caption what we hold
+            for item_id in cut.truncate:
+                self._cut_pending.discard(item_id)
+                item = self.conversation.get(item_id)
+                if isinstance(item, Message):
+                    self._emit_transport(AgentTranscribed(item_id, item.text, True))
+        if cut.delete:
             await self._sync()
         self._maybe_metrics(resp)
 
@@ -423,11 +435,17 @@ class AgentSession:
             live = resp is not None and not resp.done.is_set()
             if assistant and live and resp is not None and item.id not in resp.items:
                 resp.items.append(item.id)
+                if resp.interrupted:
+                    self._cut_pending.add(item.id)
         elif existing != item:
             self.conversation.replace(item)
         else:
             return  # an acknowledgement of what we already hold
         if assistant and item.complete:
+            if item.id in self._cut_pending:
+                if item.truncated_ms is None:
+                    return  # the full text was never heard; the cut version follows
+                self._cut_pending.discard(item.id)
             self._emit_transport(AgentTranscribed(item.id, item.text, True))
 
     def _on_response_done(self, ev: ResponseDone) -> None:

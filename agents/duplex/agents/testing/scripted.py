@@ -101,6 +101,7 @@ class ScriptedSession(BackendSession):
         self._called = asyncio.Condition()
         self._closed = False
         self._item_audio_ms: dict[str, float] = {}
+        self._item_text: dict[str, str] = {}
         self._active_item: str | None = None
 
     # recording --------------------------------------------------------------------------
@@ -276,10 +277,15 @@ class ScriptedSession(BackendSession):
         item = next((it for it in self.mirror if it.id == self._active_item), None)
         if isinstance(item, Message) and not item.complete:
             ms = self._item_audio_ms.get(item.id, 0.0)
-            done = replace(item, content=(AudioPart(duration_ms=ms),), complete=True)
+            said = self._item_text.get(item.id, "")
+            done = replace(item, content=(AudioPart(said, ms),), complete=True)
             self.mirror = [done if it.id == item.id else it for it in self.mirror]
             self.emit(ItemUpdated(done))
         self._active_item = None
+
+    def _say(self, rid: str, item_id: str, text: str) -> None:
+        self._item_text[item_id] = self._item_text.get(item_id, "") + text
+        self.emit(TextDelta(rid, item_id, text))
 
     def _add(self, item: Item) -> None:
         prev = self.mirror[-1].id if self.mirror else None
@@ -318,12 +324,12 @@ class ScriptedSession(BackendSession):
                     self._item_audio_ms[msg.id] = total_ms
                     self.emit(AudioDelta(rid, msg.id, chunk))
                     if words and i < len(words):
-                        self.emit(TextDelta(rid, msg.id, (" " if i else "") + words[i]))
+                        self._say(rid, msg.id, (" " if i else "") + words[i])
                     await asyncio.sleep(0)  # let the session interleave, as a socket would
                 if len(words) > len(chunks):
-                    self.emit(TextDelta(rid, msg.id, " " + " ".join(words[len(chunks) :])))
+                    self._say(rid, msg.id, " " + " ".join(words[len(chunks) :]))
             else:
-                self.emit(TextDelta(rid, msg.id, reply.text))
+                self._say(rid, msg.id, reply.text)
             final = replace(
                 msg,
                 content=(AudioPart(transcript=reply.text, duration_ms=total_ms),),

@@ -19,19 +19,23 @@ def to_chat_messages(instructions: str, items: Sequence[Item]) -> list[dict[str,
 
     Consecutive function calls become one assistant message with ``tool_calls`` (merged
     into the assistant text just before them), outputs become ``tool`` messages, and
-    outputs whose call is unknown are dropped because servers reject them.
+    outputs whose call is unknown are dropped because servers reject them. Servers also
+    require each call's ``tool`` message right after it, so an output that arrived after
+    later messages (a tool slower than the caller's next turn) is moved up to its call.
     """
     out: list[dict[str, Any]] = []
     if instructions.strip():
         out.append({"role": "system", "content": instructions})
-    known_calls = {it.call_id for it in items if isinstance(it, FunctionCall)}
-    answered = {it.call_id for it in items if isinstance(it, FunctionCallOutput)}
+    outputs: dict[str, str] = {}
+    for it in items:
+        if isinstance(it, FunctionCallOutput):
+            outputs.setdefault(it.call_id, it.output)
     pending: list[str] = []  # calls of the current assistant turn still waiting for output
 
     def close_turn() -> None:
         for call_id in pending:
-            if call_id not in answered:
-                out.append({"role": "tool", "tool_call_id": call_id, "content": MISSING_OUTPUT})
+            content = outputs.get(call_id, MISSING_OUTPUT)
+            out.append({"role": "tool", "tool_call_id": call_id, "content": content})
         pending.clear()
 
     for item in items:
@@ -54,10 +58,9 @@ def to_chat_messages(instructions: str, items: Sequence[Item]) -> list[dict[str,
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
             pending.append(item.call_id)
-        elif item.call_id in known_calls:
+        elif item.call_id in pending:  # otherwise already sent with its call, or orphaned
             out.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
-            if item.call_id in pending:
-                pending.remove(item.call_id)
+            pending.remove(item.call_id)
     close_turn()
     return out
 
