@@ -27,7 +27,6 @@ class ResponseState:
     #: When the caller's speech that prompted this reply ended (monotonic).
     speech_end_at: float | None = None
     items: list[str] = field(default_factory=list)
-    text: dict[str, str] = field(default_factory=dict)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: ResponseDone | None = None
     interrupted: bool = False

@@ -36,6 +36,7 @@ from .backend import (
     ToolChoice,
     UserTranscript,
 )
+from .captions import Captions
 from .conversation import Conversation, FunctionCall, FunctionCallOutput, Message
 from .emitter import Emitter, Handler
 from .errors import BackendErrorException, ResponseActiveError, SessionClosedError
@@ -43,7 +44,6 @@ from .events import (
     AgentInterrupted,
     AgentState,
     AgentStateChanged,
-    AgentTranscribed,
     ConversationItemAdded,
     SessionClosed,
     SessionError,
@@ -58,6 +58,7 @@ from .interruption import settle_interrupted
 from .metrics import emit_turn_metrics
 from .playout import Playout
 from .responses import ReplyPolicy, ResponseState, ResponseTracker
+from .tasks import TaskSet
 from .tool_runner import ToolRunner
 from .transport import Transport
 from .vad import VAD, EnergyVAD, SpeechEnd, SpeechStart, TurnDetector, TurnOptions
@@ -103,7 +104,9 @@ class AgentSession:
         self._responses = ResponseTracker()
         self._tools = ToolRunner(agent.tools, self._on_tool_output)
         self._control = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(
+            lambda name, exc: self._emit_transport(SessionError("internal_error", repr(exc), True))
+        )
         self._backend: BackendSession | None = None
         self._transport: Transport | None = None
         self._playout: Playout | None = None
@@ -114,8 +117,7 @@ class AgentSession:
         self._user_turns = 0
         self._tool_steps = 0
         self._closing = False
-        #: Assistant items of interrupted replies whose heard-only text has not arrived yet.
-        self._cut_pending: set[str] = set()
+        self._captions = Captions()
         self.closed = asyncio.Event()
 
     # public API -------------------------------------------------------------------------
@@ -231,14 +233,7 @@ class AgentSession:
             return
         self._closing = True
         await self._tools.aclose()
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        for task in list(self._tasks):
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await self._tasks.cancel_all()
         if self._playout is not None:
             await self._playout.aclose()
         if self._backend is not None:
@@ -299,7 +294,7 @@ class AgentSession:
         latency_ms = max(0.0, (time.monotonic() - t0) * 1000.0)
         targets = [r for r in (resp,) if r is not None and not r.interrupted]
         for r in targets:
-            self._cut_pending.update(r.items)
+            self._captions.interrupted(r.items)
             r.interrupted = True
             r.interruption_ms = latency_ms
             r.played_ms = sum(heard.get(i, 0.0) for i in r.items)
@@ -331,14 +326,12 @@ class AgentSession:
             on_error=lambda e: self._report_error(e.code, str(e), True),
         )
         for item_id in cut.delete:  # nothing of it was heard: its caption is empty
-            self._cut_pending.discard(item_id)
-            self._emit_transport(AgentTranscribed(item_id, "", True))
+            self._emit_transport(self._captions.settled(item_id, ""))
         if not self.caps.truncation:  # no server update will come: caption what we hold
             for item_id in cut.truncate:
-                self._cut_pending.discard(item_id)
                 item = self.conversation.get(item_id)
                 if isinstance(item, Message):
-                    self._emit_transport(AgentTranscribed(item_id, item.text, True))
+                    self._emit_transport(self._captions.settled(item_id, item.text))
         if cut.delete:
             await self._sync()
         self._maybe_metrics(resp)
@@ -363,9 +356,7 @@ class AgentSession:
         elif isinstance(ev, TextDelta):
             resp = self._responses.get(ev.response_id)
             if resp is not None and not resp.interrupted:
-                text = resp.text.get(ev.item_id, "") + ev.text
-                resp.text[ev.item_id] = text
-                self._emit_transport(AgentTranscribed(ev.item_id, text, False))
+                self._emit_transport(self._captions.delta(ev.item_id, ev.text))
         elif isinstance(ev, ResponseStarted):
             state = self._responses.started(ev.response_id, ev.request_id)
             if state.cancel_on_start:
@@ -436,17 +427,15 @@ class AgentSession:
             if assistant and live and resp is not None and item.id not in resp.items:
                 resp.items.append(item.id)
                 if resp.interrupted:
-                    self._cut_pending.add(item.id)
+                    self._captions.interrupted([item.id])
         elif existing != item:
             self.conversation.replace(item)
         else:
             return  # an acknowledgement of what we already hold
         if assistant and item.complete:
-            if item.id in self._cut_pending:
-                if item.truncated_ms is None:
-                    return  # the full text was never heard; the cut version follows
-                self._cut_pending.discard(item.id)
-            self._emit_transport(AgentTranscribed(item.id, item.text, True))
+            caption = self._captions.final(item)
+            if caption is not None:
+                self._emit_transport(caption)
 
     def _on_response_done(self, ev: ResponseDone) -> None:
         resp = self._responses.finished(ev)
@@ -576,15 +565,4 @@ class AgentSession:
             self._spawn(self.aclose("transport closed"), "close")
 
     def _spawn(self, coro: Coroutine[Any, Any, T] | Awaitable[T], name: str) -> asyncio.Task[T]:
-        task: asyncio.Task[T] = asyncio.ensure_future(coro)
-        task.set_name(f"duplex-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            logger.error("session task %s failed: %r", task.get_name(), exc)
-            self._emit_transport(SessionError("internal_error", repr(exc), True))
+        return self._tasks.spawn(coro, name)
