@@ -1,0 +1,326 @@
+"""The results file (markdown), the plot (PNG), and their copy shown in docs/performance.md."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import config as C
+from .analysis import Row
+
+if TYPE_CHECKING:
+    from .run import Plan
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+DOC_IMG = ROOT / "docs" / "img" / "bench-latest.png"
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+NAMES = {
+    "duplex": "duplex",
+    "livekit": "livekit-agents",
+    "duplex_server_vad": "duplex (server VAD only)",
+    "harness": "harness alone",
+}
+
+#: (label, getter, target for duplex, livekit's reference figure, lower is better)
+Getter = Callable[[Row], "float | None"]
+SUMMARY: list[tuple[str, Getter, float | None, str]] = [
+    ("input path p99 (ms)", lambda r: r.input_ms.get("p99"), 25.0, "231"),
+    ("output path p99 (ms)", lambda r: r.output_ms.get("p99"), 5.0, "234"),
+    ("added latency p50 (ms)", lambda r: r.added_ms.get("p50"), None, ""),
+    ("added latency p95 (ms)", lambda r: r.added_ms.get("p95"), None, ""),
+    ("added latency p99 (ms)", lambda r: r.added_ms.get("p99"), None, ""),
+    ("interruption p50 (ms)", lambda r: r.interrupt_ms.get("p50"), None, ""),
+    ("interruption p95 (ms)", lambda r: r.interrupt_ms.get("p95"), 120.0, "234"),
+    ("CPU s per session-second", lambda r: r.cpu_per_session_s, 0.0015, "0.0043"),
+    ("MB per extra session", lambda r: r.mb_per_session, 0.5, "~0.9"),
+    ("output-frame lateness p99 (ms)", lambda r: r.lateness_p99, C.LATENESS_LIMIT_MS, ""),
+]
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if abs(v) < 0.1 and v != 0:
+        return f"{v:.4f}"
+    return f"{v:.{digits}f}"
+
+
+def _late(v: float | None) -> str:
+    """Lateness is binned up to 2 s; the last bin means "2 s or more"."""
+    if v is not None and v >= 2000.0:
+        return "≥ 2000"
+    return _f(v)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def _find(rows: list[Row], fw: str, n: int) -> Row | None:
+    return next((r for r in rows if r.framework == fw and r.sessions == n), None)
+
+
+def capacity(rows: list[Row], fw: str) -> str:
+    """The most sessions tested before p99 output-frame lateness passed the limit."""
+    mine = sorted((r for r in rows if r.framework == fw), key=lambda r: r.sessions)
+    if not mine:
+        return "–"
+    best: int | None = None
+    for r in mine:
+        if not r.healthy():
+            low = best if best is not None else 0
+            return f"{low} (broke at {r.sessions}: p99 lateness {_late(r.lateness_p99)} ms)"
+        best = r.sessions
+    return f"≥ {best} (the most tested)"
+
+
+def summary_table(rows: list[Row], level: int) -> str:
+    d, lk = _find(rows, "duplex", level), _find(rows, "livekit", level)
+    lines = [
+        f"| at {level} sessions | duplex | livekit-agents | duplex / livekit | duplex target | "
+        "livekit reference |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, get, target, ref in SUMMARY:
+        a = get(d) if d else None
+        b = get(lk) if lk else None
+        met = ""
+        if target is not None and a is not None:
+            met = " ✅" if a <= target else " ❌"
+        digits = 4 if "CPU" in label else 1
+        lines.append(
+            f"| {label} | {_f(a, digits)} | {_f(b, digits)} | {_ratio(a, b)} | "
+            f"{'' if target is None else '≤ ' + _f(target, digits)}{met} | {ref} |"
+        )
+    lines.append(
+        f"| most sessions before p99 lateness > {C.LATENESS_LIMIT_MS:.0f} ms | "
+        f"{capacity(rows, 'duplex')} | {capacity(rows, 'livekit')} | | ≥ 300 | 100–200 |"
+    )
+    return "\n".join(lines)
+
+
+def levels_table(rows: list[Row]) -> str:
+    head = (
+        "| sessions | framework | added p50 / p95 / p99 | input p99 | output p99 | "
+        "interruption p50 / p95 | lateness p99 | max stall | CPU s/session-s | MB/extra session | "
+        "replies | missed barge-ins | timeouts | server errors | server CPU | other load |"
+    )
+    lines = [head, _sep(head)]
+    for r in sorted(rows, key=lambda r: (r.sessions, r.framework)):
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(r.server_errors.items())) or "0"
+        a = r.added_ms
+        lines.append(
+            f"| {r.sessions} | {NAMES.get(r.framework, r.framework)} | "
+            f"{_f(a.get('p50'))} / {_f(a.get('p95'))} / {_f(a.get('p99'))} | "
+            f"{_f(r.input_ms.get('p99'))} | {_f(r.output_ms.get('p99'))} | "
+            f"{_f(r.interrupt_ms.get('p50'))} / {_f(r.interrupt_ms.get('p95'))} | "
+            f"{_late(r.lateness_p99)} | {_f(r.loop_stall_ms, 0)} | "
+            f"{_f(r.cpu_per_session_s, 4)} | {_f(r.mb_per_session, 2)} | "
+            f"{r.replies} | {r.missed_interruptions} | {r.timeouts} | {errs} | "
+            f"{_f(r.server_cpu_pct, 0)}% | {_f(r.foreign_cpu_pct, 0)}% |"
+        )
+    return "\n".join(lines)
+
+
+def _sep(head: str) -> str:
+    return "|" + "---|" * (head.count("|") - 1)
+
+
+def ratio_table(rows: list[Row]) -> str:
+    levels = sorted({r.sessions for r in rows if r.framework == "livekit"})
+    lines = [
+        "| sessions | added p99 | input p99 | output p99 | interruption p95 | CPU | memory |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in levels:
+        d, lk = _find(rows, "duplex", n), _find(rows, "livekit", n)
+        if d is None or lk is None:
+            continue
+        lines.append(
+            f"| {n} | {_ratio(d.added_ms.get('p99'), lk.added_ms.get('p99'))} | "
+            f"{_ratio(d.input_ms.get('p99'), lk.input_ms.get('p99'))} | "
+            f"{_ratio(d.output_ms.get('p99'), lk.output_ms.get('p99'))} | "
+            f"{_ratio(d.interrupt_ms.get('p95'), lk.interrupt_ms.get('p95'))} | "
+            f"{_ratio(d.cpu_per_session_s, lk.cpu_per_session_s)} | "
+            f"{_ratio(d.mb_per_session, lk.mb_per_session)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels: list[tuple[Any, str, Getter, float | None]] = [
+        (axes[0][0], "added latency p99 (ms)", lambda r: r.added_ms.get("p99"), None),
+        (axes[0][1], "interruption p95 (ms)", lambda r: r.interrupt_ms.get("p95"), None),
+        (axes[1][0], "CPU seconds per session-second", lambda r: r.cpu_per_session_s, None),
+        (
+            axes[1][1],
+            "output-frame lateness p99 (ms)",
+            lambda r: r.lateness_p99,
+            C.LATENESS_LIMIT_MS,
+        ),
+    ]
+    styles = {"duplex": ("tab:blue", "o"), "livekit": ("tab:orange", "s")}
+    for ax, title, get, limit in panels:
+        for fw, (color, marker) in styles.items():
+            pts = sorted((r.sessions, get(r)) for r in rows if r.framework == fw)
+            xs = [x for x, y in pts if y is not None]
+            ys = [y for _, y in pts if y is not None]
+            if xs:
+                ax.plot(xs, ys, marker=marker, color=color, label=NAMES[fw])
+        if limit is not None:
+            ax.axhline(limit, color="gray", linestyle="--", linewidth=1, label="limit")
+        if "latency" in title or "lateness" in title:
+            ax.set_yscale("log")  # a saturated level is seconds late; keep the rest readable
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent sessions")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("duplex vs livekit-agents, one OpenAI-protocol server, 2-core machine")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        rev = "?"
+
+    def ver(pkg: str) -> str:
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    return (
+        f"{os.cpu_count()} cores ({model or platform.machine()}), Python "
+        f"{platform.python_version()}, duplex at {rev} (+ working tree), livekit-agents "
+        f"{ver('livekit-agents')}, livekit-plugins-openai {ver('livekit-plugins-openai')}"
+    )
+
+
+def write(
+    plan: Plan,
+    rows: list[Row],
+    profile_md: str | None,
+    harness: Row | None,
+    elapsed: float,
+    where: str | None = None,
+) -> Path:
+    where = where or machine()
+    plan.out.mkdir(parents=True, exist_ok=True)
+    png = plan.out / f"{plan.date}.png"
+    plot(rows, png)
+    (plan.raw / "rows.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
+    saved = {
+        "rows": [r.as_dict() for r in rows],
+        "profile_md": profile_md,
+        "harness": harness.as_dict() if harness is not None else None,
+        "elapsed": elapsed,
+        "reruns": plan.reruns,
+        "machine": where,
+    }
+    (plan.raw / "run.json").write_text(json.dumps(saved, indent=1))
+    common = sorted({r.sessions for r in rows if r.framework == "livekit"})
+    level = 100 if 100 in common else (common[-1] if common else rows[-1].sessions)
+    body = results_body(rows, level, png.name, profile_md, harness)
+    if plan.reruns:
+        body += "\n## Busy machine\n\nMeasured twice (the quieter try is shown): "
+        body += "; ".join(plan.reruns) + ".\n"
+    md = plan.out / f"{plan.date}.md"
+    md.write_text(
+        f"# Benchmark {plan.date}\n\n{where}. Whole run {elapsed / 60:.1f} min. "
+        f"Method: docs/performance.md.\n\n{body}"
+    )
+    if plan.publish:
+        DOC_IMG.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, DOC_IMG)
+        publish(rows, level, plan.date, where)
+    return md
+
+
+def rewrite(plan: Plan) -> Path:
+    """Write the results file, plot and docs again from a run's saved records."""
+    saved = json.loads((plan.raw / "run.json").read_text())
+    rows = [Row(**r) for r in saved["rows"]]
+    harness = Row(**saved["harness"]) if saved["harness"] else None
+    plan.reruns = list(saved.get("reruns", []))
+    elapsed = float(saved["elapsed"])
+    return write(plan, rows, saved["profile_md"], harness, elapsed, saved.get("machine"))
+
+
+def results_body(
+    rows: list[Row], level: int, png: str, profile_md: str | None, harness: Row | None
+) -> str:
+    parts = [
+        "## Summary\n",
+        summary_table(rows, level),
+        "\n\n## duplex / livekit ratios (below 1 means duplex is better)\n",
+        ratio_table(rows),
+        "\n\n## Every level\n",
+        levels_table(rows),
+        f"\n\n![latency and CPU against sessions]({png})\n",
+    ]
+    if harness is not None:
+        parts.append(
+            f"\n## The harness alone\n\nCallers and clocks with no framework at "
+            f"{harness.sessions} sessions cost {_f(harness.cpu_per_session_s, 4)} CPU s per "
+            "session-second; both frameworks' CPU figures include it.\n"
+        )
+    if profile_md:
+        parts += ["\n## Profile: duplex at 100 sessions (py-spy)\n\n", profile_md, "\n"]
+    return "".join(parts)
+
+
+def publish(rows: list[Row], level: int, date: str, where: str) -> None:
+    """Put the latest summary and plot between the markers in docs/performance.md."""
+    if not DOC.exists():
+        return
+    text = DOC.read_text()
+    block = (
+        f"{START}\n_Latest run: {date} ({where}); full results in "
+        f"`bench/results/{date}.md`._\n\n{summary_table(rows, level)}\n\n"
+        f"{levels_table(rows)}\n\n![latency and CPU against sessions](img/bench-latest.png)\n{END}"
+    )
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)

@@ -1,0 +1,362 @@
+"""`make bench`: duplex vs livekit-agents, side by side, in one run.
+
+One OpenAI-protocol server process serves every session; each framework runs
+each level in its own worker process (so CPU and memory are its own), one after
+the other so they never compete for the two cores. Writes
+bench/results/<date>.md and .png (raw records under bench/results/raw/), and, for
+a full run, copies the plot to docs/img/ and the table into docs/performance.md.
+
+    python -m bench.run            # full: 1, 10, 50, 100 sessions; duplex on to breaking
+    python -m bench.run --quick    # 1 and 10 sessions, short windows
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import speech
+from .analysis import Row, analyse
+from .profile import markdown as profile_markdown
+from .profile import rank
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+#: Levels beyond the common ones, for duplex alone, until one breaks.
+EXTRA_DUPLEX = [150, 200, 300, 400]
+
+
+@dataclass
+class Plan:
+    levels: list[int]
+    frameworks: list[str]
+    extra_duplex: list[int]
+    window: float
+    warmup: float
+    server_vad_level: int | None
+    profile_level: int | None
+    harness_level: int | None
+    publish: bool
+    out: Path
+    date: str
+    raw: Path = field(init=False)
+    #: Levels measured twice because the machine was busy, for the results file.
+    reruns: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.raw = self.out / "raw" / self.date
+
+    def window_for(self, sessions: int) -> float:
+        # Few sessions give few turns per second: listen longer to get enough samples.
+        return self.window * (2.0 if sessions <= 2 else 1.5 if sessions <= 10 else 1.0)
+
+
+@dataclass
+class Env:
+    """What else was going on: the machine is shared, so every row says how busy it was."""
+
+    server_cpu_pct: float = 0.0
+    foreign_cpu_pct: float = 0.0
+    cpu_pressure_pct: float = 0.0
+
+
+def _pressure() -> float:
+    try:
+        text = Path("/proc/pressure/cpu").read_text()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("some"):
+            return float(line.split("total=")[1]) / 1e6
+    return 0.0
+
+
+class Server:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [PY, "-m", "bench.server"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise RuntimeError(f"benchmark server did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.ps = psutil.Process(self.proc.pid)
+
+    def call(self, method: str, path: str) -> dict[str, Any]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Meter:
+    """CPU of the server, of everything else, and CPU pressure, over a worker's window."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._busy, self._srv, self._pres = _busy(), server.cpu(), _pressure()
+        self._t0 = time.monotonic()
+        self._seconds = 0.0
+        self._stopped = False
+
+    def stop(self) -> None:
+        """At the end of the window (the worker's own CPU is known only later)."""
+        self._stopped = True
+        self._seconds = max(1e-6, time.monotonic() - self._t0)
+        self._srv = self._server.cpu() - self._srv
+        self._busy = _busy() - self._busy
+        self._pres = _pressure() - self._pres
+
+    def env(self, worker_cpu: float) -> Env:
+        if not self._stopped:
+            self.stop()
+        foreign = self._busy - self._srv - worker_cpu
+        return Env(
+            server_cpu_pct=100.0 * self._srv / self._seconds,
+            foreign_cpu_pct=max(0.0, 100.0 * foreign / self._seconds),
+            cpu_pressure_pct=100.0 * self._pres / self._seconds,
+        )
+
+
+def _busy() -> float:
+    t = psutil.cpu_times()
+    return float(t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+def run_level(
+    server: Server, plan: Plan, framework: str, sessions: int, *, profile_to: Path | None = None
+) -> tuple[Row, dict[str, Any]]:
+    tag = f"{framework}-{sessions}" + ("-profiled" if profile_to is not None else "")
+    out = plan.raw / f"{tag}.worker.json"
+    window = plan.window_for(sessions)
+    server.call("POST", "/bench/reset")
+    cmd = [
+        PY,
+        "-m",
+        "bench.worker",
+        "--framework",
+        framework,
+        "--sessions",
+        str(sessions),
+        "--url",
+        server.url,
+        "--out",
+        str(out),
+        "--tag",
+        tag,
+        "--window",
+        str(window),
+        "--warmup",
+        str(plan.warmup),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    spy: subprocess.Popen[str] | None = None
+    meter: Meter | None = None
+    for line in proc.stdout:
+        if line.startswith("WINDOW_START"):
+            meter = Meter(server)
+            if profile_to is not None:
+                spy = _start_profile(proc.pid, window - 1.0, profile_to)
+        elif line.startswith("WINDOW_END"):
+            if meter is not None:
+                meter.stop()
+            break
+    result = _wait_result(proc, out, tag)
+    if spy is not None:
+        spy.wait(60)
+    assert meter is not None
+    env = meter.env(float(result["cpu_seconds"]))
+    stats = server.call("GET", "/bench/stats")
+    (plan.raw / f"{tag}.server.json").write_text(json.dumps(stats))
+    row = analyse(result, stats)
+    row.server_cpu_pct = env.server_cpu_pct
+    row.foreign_cpu_pct = env.foreign_cpu_pct
+    row.cpu_pressure_pct = env.cpu_pressure_pct
+    _log(row)
+    return row, result
+
+
+def _wait_result(proc: subprocess.Popen[str], out: Path, tag: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    proc.stdout.read()
+    proc.wait(120)
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"worker {tag} failed (rc={proc.returncode})")
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def _start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[str]:
+    from .profile import py_spy
+
+    exe = py_spy() or "py-spy"
+    cmd = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, int(seconds))),
+        "--rate",
+        "100",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--full-filenames",
+        "--output",
+        str(out),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+
+def _log(row: Row) -> None:
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    print(
+        f"  {row.framework:>18} x{row.sessions:<4} added p50/p99 {f(row.added_ms.get('p50'))}/"
+        f"{f(row.added_ms.get('p99'))} ms  interrupt p95 {f(row.interrupt_ms.get('p95'))} ms  "
+        f"lateness p99 {f(row.lateness_p99)} ms  cpu {row.cpu_per_session_s or 0:.4f} s/s  "
+        f"mem {f(row.mb_per_session)} MB  server {row.server_cpu_pct or 0:.0f}%  "
+        f"other {row.foreign_cpu_pct or 0:.0f}%",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 and 10 sessions, short windows")
+    parser.add_argument("--levels", type=int, nargs="+", help="session counts for every framework")
+    parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit"])
+    parser.add_argument("--extra", type=int, nargs="*", help="further levels for duplex alone")
+    parser.add_argument("--window", type=float, help="measurement seconds per level")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-publish", action="store_true", help="leave docs/ alone")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--rewrite",
+        metavar="DATE",
+        help="only write the results file, plot and docs again from that run's raw records",
+    )
+    parser.add_argument(
+        "--no-renice",
+        action="store_true",
+        help="do not raise the benchmark's priority over other load",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    plan = Plan(
+        levels=args.levels or ([1, 10] if quick else [1, 10, 50, 100]),
+        frameworks=args.frameworks,
+        extra_duplex=args.extra if args.extra is not None else ([] if quick else EXTRA_DUPLEX),
+        window=args.window or (8.0 if quick else 20.0),
+        warmup=args.warmup,
+        server_vad_level=None if quick else 50,
+        profile_level=None if quick or args.no_profile else 100,
+        harness_level=None if quick else 100,
+        publish=not quick and not args.no_publish,
+        out=args.out,
+        date=args.rewrite or dt.date.today().isoformat(),
+    )
+    if args.rewrite:
+        from .report import rewrite
+
+        print(f"wrote {rewrite(plan)}")
+        return 0
+    if not args.no_renice and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(-10)  # children inherit it: the shared machine's other load matters less
+    plan.raw.mkdir(parents=True, exist_ok=True)
+    speech.load()  # make the fixtures before anything is timed
+    started = time.monotonic()
+    server = Server()
+    try:
+        rows, profile_md, harness = _run_all(server, plan)
+    finally:
+        server.close()
+    from .report import write
+
+    md_path = write(plan, rows, profile_md, harness, time.monotonic() - started)
+    print(f"wrote {md_path}")
+    return 0
+
+
+#: A level measured while other programs used this much CPU is measured again (once).
+BUSY_PCT = 40.0
+MAX_RERUNS = 3
+
+
+def _measure(server: Server, plan: Plan, framework: str, sessions: int) -> Row:
+    """One level; again if the shared machine was busy meanwhile (the quieter run is kept)."""
+    row = run_level(server, plan, framework, sessions)[0]
+    if (row.foreign_cpu_pct or 0.0) > BUSY_PCT and len(plan.reruns) < MAX_RERUNS:
+        print(f"  (other load {row.foreign_cpu_pct:.0f}%: measuring again)", flush=True)
+        again = run_level(server, plan, framework, sessions)[0]
+        plan.reruns.append(
+            f"{framework} x{sessions}: other load {row.foreign_cpu_pct:.0f}% on the first try, "
+            f"{again.foreign_cpu_pct or 0:.0f}% on the second"
+        )
+        if (again.foreign_cpu_pct or 0.0) < (row.foreign_cpu_pct or 0.0):
+            row = again
+    return row
+
+
+def _run_all(server: Server, plan: Plan) -> tuple[list[Row], str | None, Row | None]:
+    rows: list[Row] = []
+    for n in plan.levels:
+        for fw in plan.frameworks:
+            rows.append(_measure(server, plan, fw, n))
+    if "duplex" in plan.frameworks:
+        for n in plan.extra_duplex:
+            row = _measure(server, plan, "duplex", n)
+            rows.append(row)
+            if not row.healthy():
+                break  # it broke here; larger levels only take longer to say so
+    if plan.server_vad_level is not None and "duplex" in plan.frameworks:
+        rows.append(_measure(server, plan, "duplex_server_vad", plan.server_vad_level))
+    harness: Row | None = None
+    if plan.harness_level is not None:
+        harness = run_level(server, plan, "harness", plan.harness_level)[0]
+    profile_md: str | None = None
+    if plan.profile_level is not None and "duplex" in plan.frameworks:
+        raw = plan.raw / f"duplex-{plan.profile_level}.pyspy.txt"
+        run_level(server, plan, "duplex", plan.profile_level, profile_to=raw)
+        if raw.exists():
+            samples, by_own, by_total = rank(raw.read_text(), top=20)
+            profile_md = profile_markdown(samples, by_own, by_total, plan.window - 1.0)
+    return rows, profile_md, harness
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

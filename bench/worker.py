@@ -1,0 +1,217 @@
+"""One framework at one level of concurrency, in its own process (so CPU and memory are its own).
+
+``python -m bench.worker --framework duplex --sessions 100 --url URL --out f.json``
+
+Starts the sessions (one first, to measure the memory of the ones after it),
+lets the callers talk for a warm-up and then a measurement window, and writes the
+callers' records, the process's CPU seconds and RSS over the window, and the
+output-frame lateness histogram's percentiles to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import random
+import sys
+import time
+from typing import Any, Protocol
+
+import numpy as np
+import psutil
+
+from . import speech
+from .caller import Caller
+from .clock import LatenessHistogram, Metronome, PlayoutClock
+
+FRAMEWORKS = ("duplex", "duplex_server_vad", "livekit", "harness")
+START_CONCURRENCY = 16
+
+
+class Call(Protocol):
+    errors: int
+
+    def push(self, pcm: np.ndarray) -> None: ...
+    async def start(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class HarnessOnly:
+    """No framework: the callers' clocks and frames alone, to show what the harness costs."""
+
+    errors = 0
+
+    def push(self, pcm: np.ndarray) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Factory:
+    def __init__(self, framework: str, url: str) -> None:
+        self.framework = framework
+        self.url = url
+        self._http: Any = None
+
+    def make(self, sid: str, clock: PlayoutClock) -> Call:
+        if self.framework == "harness":
+            return HarnessOnly()
+        if self.framework == "livekit":
+            import aiohttp
+
+            from .fw_livekit import LivekitCall
+
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
+            return LivekitCall(self.url, sid, clock, self._http)
+        from .fw_duplex import DuplexCall
+
+        variant = "server_vad" if self.framework == "duplex_server_vad" else "local_vad"
+        return DuplexCall(self.url, sid, clock, variant)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    proc = psutil.Process()
+    bank = speech.load()
+    noise = speech.noise_floor()
+    hist = LatenessHistogram()
+    metronome = Metronome(slots=max(1, min(20, args.sessions)))
+    factory = Factory(args.framework, args.url)
+    rng = random.Random(args.seed)
+    calls: list[Call] = []
+    callers: list[Caller] = []
+    failed: list[str] = []
+    sem = asyncio.Semaphore(START_CONCURRENCY)
+
+    async def open_one(i: int) -> None:
+        sid = f"{args.tag}-{i:04d}"
+        clock = PlayoutClock(hist)
+        call = factory.make(sid, clock)
+        async with sem:
+            try:
+                await asyncio.wait_for(call.start(), 30.0)
+            except Exception as e:  # a session that cannot start is a result, not a crash
+                failed.append(f"{sid}: {type(e).__name__}: {e}")
+                return
+        caller = Caller(i, bank, noise, clock, call.push, random.Random(rng.random()))
+        calls.append(call)
+        callers.append(caller)
+        metronome.add(caller.tick)
+
+    gc_pauses: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif hist.enabled:
+            gc_pauses.append(1000.0 * (time.perf_counter() - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+    metronome.start()
+    gc.collect()
+    rss_base = proc.memory_info().rss
+    t_open = time.monotonic()
+    await open_one(0)
+    gc.collect()
+    rss_one = proc.memory_info().rss
+    await asyncio.gather(*(open_one(i) for i in range(1, args.sessions)))
+    started_s = time.monotonic() - t_open
+    await asyncio.sleep(args.warmup)
+
+    print("WINDOW_START", flush=True)
+    t_start, cpu_start = time.monotonic(), _cpu(proc)
+    hist.enabled = True
+    metronome.max_lag_s = 0.0
+    await asyncio.sleep(args.window)
+    hist.enabled = False
+    t_end, cpu_end = time.monotonic(), _cpu(proc)
+    gc.collect()
+    rss_end = proc.memory_info().rss
+    print("WINDOW_END", flush=True)
+
+    n = len(calls)
+    result: dict[str, Any] = {
+        "framework": args.framework,
+        "sessions": args.sessions,
+        "started": n,
+        "failed": failed,
+        "start_seconds": started_s,
+        "window": [t_start, t_end],
+        "cpu_seconds": cpu_end - cpu_start,
+        "rss_base": rss_base,
+        "rss_one": rss_one,
+        "rss_end": rss_end,
+        "metronome_max_lag_ms": 1000.0 * metronome.max_lag_s,
+        "gc": {
+            "collections": len(gc_pauses),
+            "max_ms": max(gc_pauses, default=0.0),
+            "total_ms": sum(gc_pauses),
+        },
+        "lateness": {
+            "frames": hist.total,
+            "p50": hist.percentile(50),
+            "p95": hist.percentile(95),
+            "p99": hist.percentile(99),
+            "p999": hist.percentile(99.9),
+        },
+        "calls": {
+            f"{args.tag}-{c.index:04d}": {**c.as_dict(), "errors": call.errors}
+            for c, call in zip(callers, calls, strict=True)
+        },
+    }
+    metronome.stop()
+    for c in callers:
+        c.active = False
+    t_close = time.monotonic()
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(call.aclose() for call in calls), return_exceptions=True), 20.0
+        )
+    except asyncio.TimeoutError:
+        result["close_timed_out"] = True
+    result["close_seconds"] = time.monotonic() - t_close
+    await factory.aclose()
+    # Whatever a framework left running is cancelled with the loop; that is not a result.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--framework", choices=FRAMEWORKS, required=True)
+    parser.add_argument("--sessions", type=int, required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tag", default="s")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    result = asyncio.run(run(args))
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    sys.stdout.flush()
+    os._exit(0)  # leftover framework threads must not hold the run up
+
+
+if __name__ == "__main__":
+    main()
