@@ -39,7 +39,7 @@ from .events import (
 from .resample import Resampler
 from .session import AgentSession
 from .tools import FunctionTool, function_tool
-from .transport import AudioInput, AudioOutput, Transport
+from .transport import AudioInput, AudioOutput, QueuedAudioInput, Transport
 from .vad import VAD, EnergyVAD, TurnDetector, TurnOptions, VADStream
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "FunctionTool",
     "Message",
     "MetricsCollected",
+    "QueuedAudioInput",
     "Resampler",
     "ResponseActiveError",
     "ResponseHandle",

@@ -7,6 +7,7 @@ plugins; the session only sees this interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -21,6 +22,47 @@ class AudioInput(ABC):
     @abstractmethod
     def frames(self) -> AsyncIterator[AudioFrame]:
         """Frames until the call ends; the iterator stops when the input closes."""
+
+
+class QueuedAudioInput(AudioInput):
+    """Caller audio handed over by a device or SDK callback, through a bounded queue.
+
+    A stalled consumer must not make a call buffer forever: past ``max_queue_ms``
+    the oldest frame goes, so what reaches the session is the newest audio.
+    """
+
+    def __init__(self, *, max_queue_ms: float = 2000.0, frame_ms: float = 10.0) -> None:
+        self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue()
+        self._max_frames = max(1, int(max_queue_ms / frame_ms))
+        self._closed = False
+        #: Frames thrown away because nobody consumed them in time.
+        self.dropped_frames = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, frame: AudioFrame) -> None:
+        """Call from the event loop's thread."""
+        if self._closed:
+            return
+        if self._queue.qsize() >= self._max_frames:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self.dropped_frames += 1
+        self._queue.put_nowait(frame)
+
+    async def frames(self) -> AsyncIterator[AudioFrame]:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                return
+            yield frame
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(None)
 
 
 class AudioOutput(ABC):

@@ -13,7 +13,6 @@ import collections
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy.typing as npt
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.resample import Resampler
-from duplex.agents.transport import AudioInput, AudioOutput
+from duplex.agents.transport import AudioOutput, QueuedAudioInput
 
 from .aec import EchoCanceller
 from .devices import AudioDeviceError, sounddevice
@@ -31,36 +30,13 @@ logger = logging.getLogger("duplex.plugins.console")
 Int16 = npt.NDArray[np.int16]
 
 
-class ConsoleAudioInput(AudioInput):
+class ConsoleAudioInput(QueuedAudioInput):
+    """The microphone; the audio thread schedules `put` on the event loop."""
+
     def __init__(self, sample_rate: int, *, max_queue_ms: float = 2000.0) -> None:
+        super().__init__(max_queue_ms=max_queue_ms, frame_ms=10.0)
         self.sample_rate = sample_rate
         self.channels = 1
-        self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue()
-        self._max = max(1, int(max_queue_ms / 10))
-        self.dropped_frames = 0
-        self._closed = False
-
-    def put(self, frame: AudioFrame) -> None:
-        """From the event loop (the audio thread schedules it there)."""
-        if self._closed:
-            return
-        if self._queue.qsize() >= self._max:
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
-                self.dropped_frames += 1
-        self._queue.put_nowait(frame)
-
-    async def frames(self) -> AsyncIterator[AudioFrame]:
-        while True:
-            frame = await self._queue.get()
-            if frame is None:
-                return
-            yield frame
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put_nowait(None)
 
 
 class ConsoleAudioOutput(AudioOutput):

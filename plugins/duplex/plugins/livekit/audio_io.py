@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 import numpy as np
 
 from duplex.agents.audio import AudioFrame, FrameChunker
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.resample import Resampler
-from duplex.agents.transport import AudioInput, AudioOutput
+from duplex.agents.transport import AudioOutput, QueuedAudioInput
 from livekit import rtc
 
 logger = logging.getLogger("duplex.plugins.livekit")
@@ -40,23 +39,19 @@ def from_rtc_frame(frame: rtc.AudioFrame) -> AudioFrame:
     return AudioFrame(data.reshape(-1, frame.num_channels), frame.sample_rate, frame.num_channels)
 
 
-class RoomAudioInput(AudioInput):
+class RoomAudioInput(QueuedAudioInput):
     """Frames of whichever track is attached; stays one iterator across participant switches."""
 
     def __init__(
         self, sample_rate: int = 24000, channels: int = 1, *, max_queue_ms: float = 2000.0
     ) -> None:
+        super().__init__(max_queue_ms=max_queue_ms, frame_ms=_BLOCK_MS)
         self.sample_rate = sample_rate
         self.channels = channels
         self.frame_ms = _BLOCK_MS
-        self._max_frames = max(1, int(max_queue_ms / self.frame_ms))
-        self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue()
         self._stream: rtc.AudioStream | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._closed = False
         self.track_sid: str | None = None
-        #: Frames thrown away because nobody consumed them (the session stalled).
-        self.dropped_frames = 0
         self.received_frames = 0
 
     def attach(self, track: rtc.Track) -> None:
@@ -89,29 +84,12 @@ class RoomAudioInput(AudioInput):
     async def _read(self, stream: rtc.AudioStream) -> None:
         async for event in stream:
             self.received_frames += 1
-            self._put(from_rtc_frame(event.frame))
-
-    def _put(self, frame: AudioFrame) -> None:
-        if self._queue.qsize() >= self._max_frames:
-            # a stalled consumer must not make us buffer the call forever: keep the newest audio
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
-                self.dropped_frames += 1
-        self._queue.put_nowait(frame)
-
-    async def frames(self) -> AsyncIterator[AudioFrame]:
-        while True:
-            frame = await self._queue.get()
-            if frame is None:
-                return
-            yield frame
+            self.put(from_rtc_frame(event.frame))
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.detach()
-        self._queue.put_nowait(None)
+        if not self.closed:
+            self.detach()
+        super().close()
 
 
 class RoomAudioOutput(AudioOutput):
