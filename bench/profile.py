@@ -29,13 +29,10 @@ def py_spy() -> str | None:
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
-def record(pid: int, seconds: float, out: Path, rate: int = 100) -> bool:
-    """Sample ``pid`` for ``seconds`` without pausing it; False when py-spy is missing or fails."""
-    exe = py_spy()
-    if exe is None:
-        return False
+def start(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[str]:
+    """Sample ``pid`` for ``seconds`` in the background, without pausing it."""
     cmd = [
-        exe,
+        py_spy() or "py-spy",
         "record",
         "--pid",
         str(pid),
@@ -50,8 +47,7 @@ def record(pid: int, seconds: float, out: Path, rate: int = 100) -> bool:
         "--output",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    return proc.returncode == 0 and out.exists()
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
 
 def _name(frame: str) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from . import speech
+from . import profile, speech
 from .analysis import Row, analyse
 from .profile import markdown as profile_markdown
 from .profile import rank
@@ -184,7 +184,7 @@ def run_level(
         if line.startswith("WINDOW_START"):
             meter = Meter(server)
             if profile_to is not None:
-                spy = _start_profile(proc.pid, window - 1.0, profile_to)
+                spy = profile.start(proc.pid, window - 1.0, profile_to)
         elif line.startswith("WINDOW_END"):
             if meter is not None:
                 meter.stop()
@@ -212,29 +212,6 @@ def _wait_result(proc: subprocess.Popen[str], out: Path, tag: str) -> dict[str, 
         raise RuntimeError(f"worker {tag} failed (rc={proc.returncode})")
     data: dict[str, Any] = json.loads(out.read_text())
     return data
-
-
-def _start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[str]:
-    from .profile import py_spy
-
-    exe = py_spy() or "py-spy"
-    cmd = [
-        exe,
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(max(1, int(seconds))),
-        "--rate",
-        "100",
-        "--format",
-        "raw",
-        "--nonblocking",
-        "--full-filenames",
-        "--output",
-        str(out),
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
 
 def _log(row: Row) -> None:
