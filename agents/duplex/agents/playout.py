@@ -89,9 +89,6 @@ class Playout:
         """True while reply audio is queued, being written or buffered in the transport."""
         return not self._idle.is_set()
 
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
     # accounting -------------------------------------------------------------------------
     def played_ms(self, item_id: str) -> float:
         """Milliseconds of ``item_id`` the caller has heard so far."""
@@ -129,10 +126,6 @@ class Playout:
     def mark_new_response(self) -> None:
         """The next frame written is the first of a new reply (for metrics and state)."""
         self.first_frame_at = None
-
-    def forget(self, item_id: str) -> None:
-        """Drop accounting for a finished item so memory stays flat over long calls."""
-        self._written = [w for w in self._written if w.item_id != item_id]
 
     # internals --------------------------------------------------------------------------
     def _reset(self) -> None:

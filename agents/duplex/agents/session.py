@@ -533,7 +533,7 @@ class AgentSession:
         if not resp.interrupted and self._playout is not None and self._playout.active:
             return
         emit_turn_metrics(self._emit_transport, resp)
-        self._responses.forget(resp.response_id) if resp is not self._responses.current else None
+        self._responses.forget(resp.response_id)  # accounted for: keep long calls small
 
     def _set_agent_state(self, state: AgentState) -> None:
         if state != self._agent_state and self._agent_state != "closed":

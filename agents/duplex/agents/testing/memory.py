@@ -127,16 +127,6 @@ class MemoryAudioOutput(AudioOutput):
 
         return await asyncio.wait_for(run(), timeout)
 
-    async def play_all(self, *, timeout: float = 10.0) -> float:
-        """Manual clock: play until the agent goes quiet (nothing buffered after a yield)."""
-        total = 0.0
-        while True:
-            for _ in range(5):  # let the playout task refill the buffer
-                await asyncio.sleep(0)
-            if not self._buffer:
-                return total
-            total += await self.play(self._buffer[0].duration_ms, timeout=timeout)
-
     @property
     def played_ms(self) -> float:
         return sum(p.frame.duration_ms for p in self.played)
