@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from duplex.agents.stages import LLMChunk
 from duplex.backends.cascade import (
     ChatCompletionsLLM,
     LLMError,
@@ -14,7 +15,6 @@ from duplex.backends.cascade import (
     ToolCallChunk,
     UsageChunk,
 )
-from duplex.backends.cascade.stages import LLMChunk
 
 from .chat_server import Call, ChatServer, Cut, Error, Gate, Raw, Text
 

@@ -19,10 +19,10 @@ import soxr
 
 from duplex.agents.app import AppSpec, load_app
 from duplex.agents.backend import Backend, ToolChoice
+from duplex.agents.stages import LLM, LLMChunk, TextChunk, ToolCallChunk
 from duplex.agents.testing import write_wav
 from duplex.backends.cascade import offline_backend
 from duplex.backends.cascade.echo import EchoLLM
-from duplex.backends.cascade.stages import LLM, LLMChunk, TextChunk, ToolCallChunk
 from tests.speech import concat, silence, speak
 
 ROOT = Path(__file__).resolve().parents[2]

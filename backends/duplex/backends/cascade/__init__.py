@@ -6,14 +6,7 @@
 
 from __future__ import annotations
 
-from .backend import CascadeBackend
-from .chat_completions import ChatCompletionsLLM
-from .echo import EchoLLM
-from .errors import LLMError, StageError, STTError, STTOverflowError, TTSError
-from .offline import llm_from_env, offline_backend
-from .session import CascadeSession
-from .speech_endpoint import SpeechEndpointTTS
-from .stages import (
+from duplex.agents.stages import (
     LLM,
     STT,
     TTS,
@@ -24,6 +17,14 @@ from .stages import (
     ToolCallChunk,
     UsageChunk,
 )
+
+from .backend import CascadeBackend
+from .chat_completions import ChatCompletionsLLM
+from .echo import EchoLLM
+from .errors import LLMError, StageError, STTError, STTOverflowError, TTSError
+from .offline import llm_from_env, offline_backend
+from .session import CascadeSession
+from .speech_endpoint import SpeechEndpointTTS
 
 __all__ = [
     "LLM",

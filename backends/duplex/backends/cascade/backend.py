@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from duplex.agents.backend import Backend, Capabilities
 from duplex.agents.conversation import Conversation
+from duplex.agents.stages import LLM, STT, TTS
 from duplex.agents.tools import FunctionTool
 
 from .session import CascadeSession
-from .stages import LLM, STT, TTS
 
 
 class CascadeBackend(Backend):

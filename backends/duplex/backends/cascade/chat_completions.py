@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 
 from duplex.agents.backend import ToolChoice, Usage
+from duplex.agents.stages import LLM, LLMChunk, TextChunk, ToolCallChunk, UsageChunk
 
 from .errors import LLMError
 from .messages import chat_tool_choice
 from .sse import iter_sse_data
-from .stages import LLM, LLMChunk, TextChunk, ToolCallChunk, UsageChunk
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from duplex.agents.backend import ToolChoice, Usage
-
-from .stages import LLM, LLMChunk, TextChunk, UsageChunk
+from duplex.agents.stages import LLM, LLMChunk, TextChunk, UsageChunk
 
 
 class EchoLLM(LLM):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from duplex.agents.stages import LLM, STT, TTS
+
 from .backend import CascadeBackend
 from .chat_completions import ChatCompletionsLLM
 from .echo import EchoLLM
-from .stages import LLM, STT, TTS
 
 
 def llm_from_env() -> LLM:

@@ -29,9 +29,9 @@ from duplex.agents.backend import (
     Usage,
 )
 from duplex.agents.conversation import AudioPart, Conversation, FunctionCall, Message
+from duplex.agents.stages import LLM, TTS, TextChunk, ToolCallChunk, UsageChunk
 
 from .errors import StageError
-from .stages import LLM, TTS, TextChunk, ToolCallChunk, UsageChunk
 from .text import SentenceSplitter, SpokenSegment
 
 logger = logging.getLogger(__name__)

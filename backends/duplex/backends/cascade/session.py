@@ -30,12 +30,12 @@ from duplex.agents.backend import (
 )
 from duplex.agents.conversation import AudioPart, Conversation, Message, apply, diff, new_item_id
 from duplex.agents.errors import AudioFormatError, SessionClosedError
+from duplex.agents.stages import LLM, TTS, PartialCallback, STTSession, STTUtterance
 from duplex.agents.tools import FunctionTool
 
 from .errors import STTError, STTOverflowError
 from .messages import to_chat_messages, tool_schemas
 from .response import Reply, ReplyRequest
-from .stages import LLM, TTS, PartialCallback, STTSession, STTUtterance
 from .text import SpokenSegment, heard_text
 
 logger = logging.getLogger(__name__)

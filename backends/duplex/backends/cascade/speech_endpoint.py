@@ -18,11 +18,11 @@ import aiohttp
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
 from duplex.agents.resample import Resampler
+from duplex.agents.stages import TTS
 
 from .chat_completions import api_root
 from .errors import TTSError
 from .sse import iter_sse_data
-from .stages import TTS
 
 
 class _PcmFramer:

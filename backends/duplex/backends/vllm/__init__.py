@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 from duplex.agents.errors import ConfigurationError
+from duplex.agents.stages import TTS
 from duplex.backends.cascade import CascadeBackend, ChatCompletionsLLM, SpeechEndpointTTS
-from duplex.backends.cascade.stages import TTS
 
 from .realtime_stt import VLLMRealtimeSTT, VLLMRealtimeSTTSession
 

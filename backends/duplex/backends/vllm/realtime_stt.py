@@ -26,9 +26,9 @@ import aiohttp
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
+from duplex.agents.stages import STT, PartialCallback, STTSession, STTUtterance
 from duplex.backends.cascade.chat_completions import api_root
 from duplex.backends.cascade.errors import STTError, STTOverflowError
-from duplex.backends.cascade.stages import STT, PartialCallback, STTSession, STTUtterance
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from duplex.agents.audio import AudioFrame
+from duplex.agents.stages import TTS
 from duplex.backends.cascade.errors import TTSError
-from duplex.backends.cascade.stages import TTS
 
 _CACHE: dict[tuple[str, str, bool], Any] = {}
 _LOCK = threading.Lock()

@@ -25,8 +25,8 @@ import numpy.typing as npt
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
+from duplex.agents.stages import STT, PartialCallback, STTSession, STTUtterance
 from duplex.backends.cascade.errors import STTError, STTOverflowError
-from duplex.backends.cascade.stages import STT, PartialCallback, STTSession, STTUtterance
 
 from .model import load_whisper, transcribe
 
