@@ -1,0 +1,1 @@
+"""Servers that expose duplex backends over other protocols."""
