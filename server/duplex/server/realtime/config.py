@@ -136,7 +136,9 @@ class SessionConfig:
         """The session object of ``session.created`` / ``session.updated``."""
         out = copy.deepcopy(self.raw)
         if self.dialect == "beta":
-            out = {"id": session_id, "object": "realtime.session", **out}
+            # The beta schema only admits OpenAI's model names; ours is in the URL's ?model=.
+            out.pop("model", None)
+            out = {"id": session_id, **out}
         return out
 
     @property
