@@ -35,12 +35,12 @@ def chunks(frame: AudioFrame, ms: int = 100) -> list[str]:
     return [base64.b64encode(pcm[i : i + step]).decode() for i in range(0, len(pcm), step)]
 
 
-def hear(pcm24k: bytes) -> str:
-    """What Whisper understands of the reply audio (PCM16 24 kHz)."""
+def hear(audio: bytes | AudioFrame) -> str:
+    """What Whisper understands of reply audio (PCM16 24 kHz bytes, or a frame at any rate)."""
     from duplex.plugins.whisper import load_whisper, transcribe
 
-    frame = AudioFrame.from_pcm16(pcm24k, 24000)
-    rs = Resampler(24000, 16000)
+    frame = AudioFrame.from_pcm16(audio, 24000) if isinstance(audio, bytes) else audio.to_mono()
+    rs = Resampler(frame.sample_rate, 16000)
     parts = [f for f in (rs.push(frame), rs.flush()) if f is not None]
     audio = AudioFrame.concat(parts).data[:, 0].astype(np.float32) / 32768.0
     return transcribe(load_whisper(), audio)
