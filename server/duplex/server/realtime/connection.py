@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +111,11 @@ class RealtimeConnection:
         #: Committed user items waiting for their transcript, in commit order.
         self._awaiting_transcript: deque[str] = deque()
         self.audio_ms: dict[str, float] = {}
+        #: Responses by the cascade's request id, until the cascade reports them done.
+        self._requests: dict[str, ActiveResponse] = {}
+        #: The response whose reply the cascade is running now.
+        self._running: ActiveResponse | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- conversation helpers -----------------------------------------------------------
     @property
@@ -171,6 +176,7 @@ class RealtimeConnection:
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._cascade.aclose()
             await asyncio.gather(consumer, return_exceptions=True)
             await self.wire.aclose()
@@ -368,8 +374,8 @@ class RealtimeConnection:
                 param="audio_end_ms",
             )
         active = self.active
-        if active is not None and active.owns(item_id) and active.cancel_reason is None:
-            active.cancel_reason = "client_cancelled"
+        if active is not None and active.owns(item_id):
+            await self._cancel(active, "client_cancelled")
         await self.cascade.truncate(item_id, end_ms)
         self.audio_ms[item_id] = float(end_ms)
         self.wire.send(
@@ -429,9 +435,11 @@ class RealtimeConnection:
     async def _start_response(self, params: ResponseParams) -> None:
         active = ActiveResponse(params, self.wire, self.conversation_id, self.audio_ms)
         self.active = active
+        active.announce()  # at once, like the service: the cascade may still be transcribing
         active.handle = await self.cascade.create_response(
             instructions=params.instructions, tool_choice=params.tool_choice
         )
+        self._requests[active.handle.request_id] = active
 
     async def _on_response_cancel(self, ev: dict[str, Any]) -> None:
         rid = ev.get("response_id")
@@ -443,10 +451,24 @@ class RealtimeConnection:
         await self._cancel(active, "client_cancelled")
 
     async def _cancel(self, active: ActiveResponse, reason: str) -> None:
+        """End the response on the wire now; the cascade stops its stages in the background.
+
+        A TTS may take a moment to stop mid-sentence; clients must not wait for that (the
+        service answers ``response.done`` at once, and livekit-agents relies on it).
+        """
+        if active.finished:
+            return
         if active.cancel_reason is None:
             active.cancel_reason = reason
-        if active.id is not None:  # not started yet: cancelled as soon as it starts
-            await self.cascade.cancel_response()
+        await self._finish(active, ResponseDone(active.id, "cancelled", reason=reason))
+        if active.backend_id is not None:
+            self._background(self.cascade.cancel_response())
+        # else: cancelled when the cascade reports it started (see ResponseStarted)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- cascade events -> wire ---------------------------------------------------------
     async def _consume(self) -> None:
@@ -457,39 +479,42 @@ class RealtimeConnection:
                 logger.exception("realtime: handling %s failed", type(ev).__name__)
 
     async def _on_backend(self, ev: BackendEvent) -> None:
-        active = self.active
+        # The cascade runs one reply at a time: its item and delta events belong to the one
+        # that started last. A response already ended on the wire (cancelled) ignores them.
+        resp = self._running
+        live = resp if resp is not None and not resp.finished else None
         if isinstance(ev, UserTranscript):
             if ev.final:
                 await self._transcribed(ev)
         elif isinstance(ev, ResponseStarted):
-            if active is not None and active.handle is not None and active.id is None:
-                active.started(ev.response_id)
-                if active.cancel_reason is not None:
-                    await self.cascade.cancel_response()
+            started = self._requests.get(ev.request_id or "")
+            if started is not None:
+                started.backend_id = ev.response_id
+                self._running = started
+                if started.finished:  # cancelled before the cascade got to it
+                    self._background(self.cascade.cancel_response())
         elif isinstance(ev, ItemAdded):
-            if active is None or (isinstance(ev.item, Message) and ev.item.role == "user"):
+            if live is None or (isinstance(ev.item, Message) and ev.item.role == "user"):
                 return
+            previous = self._previous(ev.item.id)
             if isinstance(ev.item, Message):
-                active.message_added(
-                    ev.item, self._previous(ev.item.id), self.backend.tts.sample_rate
-                )
+                live.message_added(ev.item, previous, self.backend.tts.sample_rate)
             elif isinstance(ev.item, FunctionCall):
-                active.call_added(ev.item, self._previous(ev.item.id))
+                live.call_added(ev.item, previous)
         elif isinstance(ev, TextDelta):
-            if active is not None:
-                active.text_delta(ev.item_id, ev.text)
+            if live is not None:
+                live.text_delta(ev.item_id, ev.text)
         elif isinstance(ev, AudioDelta):
-            if active is not None:
-                active.audio_delta(ev.item_id, ev.frame)
+            if live is not None:
+                live.audio_delta(ev.item_id, ev.frame)
         elif isinstance(ev, ItemUpdated):
-            if active is not None and isinstance(ev.item, Message) and active.owns(ev.item.id):
-                cancelled = active.cancel_reason is not None
-                active.message_done(ev.item, self._previous(ev.item.id), cancelled=cancelled)
+            if live is not None and isinstance(ev.item, Message) and live.owns(ev.item.id):
+                live.message_done(ev.item, self._previous(ev.item.id), cancelled=False)
         elif isinstance(ev, FunctionCallRequested):
-            if active is not None:
-                active.call_requested(ev, self._previous(ev.item_id))
+            if live is not None:
+                live.call_requested(ev, self._previous(ev.item_id))
         elif isinstance(ev, ItemDeleted):
-            if active is not None and active.owns(ev.item_id) and not active.params.out_of_band:
+            if live is not None and live.owns(ev.item_id) and not live.params.out_of_band:
                 self.wire.send({"type": "conversation.item.deleted", "item_id": ev.item_id})
         elif isinstance(ev, ResponseDone):
             await self._response_done(ev)
@@ -497,10 +522,18 @@ class RealtimeConnection:
             self.wire.error(ProtocolError(ev.code, ev.message, type="server_error"))
 
     async def _response_done(self, ev: ResponseDone) -> None:
-        active = self.active
-        if active is None or active.id != ev.response_id:
+        if self._running is not None and self._running.backend_id == ev.response_id:
+            self._running = None
+        for request_id, resp in list(self._requests.items()):
+            if resp.backend_id == ev.response_id:
+                del self._requests[request_id]
+                await self._finish(resp, ev)
+
+    async def _finish(self, active: ActiveResponse, ev: ResponseDone) -> None:
+        if active.finished:
             return
-        self.active = None
+        if self.active is active:
+            self.active = None
         active.done(ev)
         if active.params.out_of_band:
             drop = {o.item_id for o in active.outputs}

@@ -18,7 +18,7 @@ from duplex.agents.conversation import FunctionCall, Message
 from .audio_formats import OutputAudio
 from .config import AudioFormat
 from .items import to_wire
-from .wire import Wire
+from .wire import Wire, new_id
 
 _GA_FORMAT_OBJ: dict[AudioFormat, dict[str, Any]] = {
     "pcm16": {"type": "audio/pcm", "rate": 24000},
@@ -61,8 +61,12 @@ class ActiveResponse:
     #: Milliseconds of audio sent per item (truncation may not go beyond it).
     audio_ms: dict[str, float]
     handle: ResponseHandle | None = None
-    id: str | None = None
+    #: The id clients see, announced at once (as the service does), before the cascade starts.
+    id: str = field(default_factory=lambda: new_id("resp"))
+    #: The cascade's own id for the reply, once it started.
+    backend_id: str | None = None
     cancel_reason: str | None = None
+    finished: bool = False
     outputs: list[_Out] = field(default_factory=list)
 
     @property
@@ -92,8 +96,7 @@ class ActiveResponse:
             out["metadata"] = p.metadata
         return {**out, **(extra or {})}
 
-    def started(self, response_id: str) -> None:
-        self.id = response_id
+    def announce(self) -> None:
         self.wire.send({"type": "response.created", "response": self._object("in_progress")})
         self.wire.send({"type": "rate_limits.updated", "rate_limits": RATE_LIMITS})
 
@@ -255,13 +258,26 @@ class ActiveResponse:
     # --- end --------------------------------------------------------------------------
     def close_open_items(self) -> None:
         """Items the cascade never finished (a cancelled call) end as incomplete."""
+        ga = self.dialect == "ga"
         for out in self.outputs:
             if out.open:
                 out.open = False
                 out.wire = {**out.wire, "status": "incomplete"}
+                if out.wire.get("type") == "message":
+                    if out.audio is not None:
+                        part = {
+                            "type": "output_audio" if ga else "audio",
+                            "transcript": out.transcript,
+                        }
+                    else:
+                        part = {"type": "output_text" if ga else "text", "text": out.transcript}
+                    out.wire["content"] = [part]
                 self._item_done(out, None)
 
     def done(self, ev: ResponseDone) -> None:
+        if self.finished:
+            return
+        self.finished = True
         self.close_open_items()
         status = ev.status
         extra: dict[str, Any] = {"usage": usage_payload(ev.usage)}
