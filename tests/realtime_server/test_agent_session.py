@@ -212,7 +212,7 @@ async def _wait(check: Any, timeout: float = 60.0) -> Any:
     """Poll a condition on what the servers recorded (they expose no change event)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not (result := check()):  # noqa: ASYNC110 - the records have no change event
+    while not (result := check()):
         if loop.time() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.02)
