@@ -251,8 +251,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not raise the benchmark's priority over other load",
     )
+    parser.add_argument(
+        "--realtime-server",
+        choices=["on", "off", "only"],
+        default="on",
+        help="the `agent realtime-server` section (bench/realtime_server.py): on, off or only",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.realtime_server == "only":
+        from . import realtime_server
+
+        return realtime_server.main(["--quick"] if quick else [])
     plan = Plan(
         levels=args.levels or ([1, 10] if quick else [1, 10, 50, 100]),
         frameworks=args.frameworks,
@@ -286,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
 
     md_path = write(plan, rows, profile_md, harness, time.monotonic() - started)
     print(f"wrote {md_path}")
+    if args.realtime_server == "on":
+        from . import realtime_server
+
+        realtime_server.main([*(["--quick"] if quick else []), "--out", str(md_path)])
     return 0
 
 
