@@ -41,6 +41,27 @@ def cascade_backend(
         if value:
             env[FLAG_ENV[key]] = value
     name = name or default_cascade_name(env)
+    if name == "vllm":
+        # Built here rather than by the entry point: the chat model may have its own URL.
+        from duplex.backends.vllm import VLLMRealtime
+
+        return VLLMRealtime(
+            env.get("DUPLEX_VLLM_URL"),
+            env.get("DUPLEX_STT_MODEL"),
+            env.get("DUPLEX_LLM_MODEL"),
+            llm_url=env.get("DUPLEX_LLM_URL"),
+            tts_url=env.get("DUPLEX_TTS_URL"),
+            tts_model=env.get("DUPLEX_TTS_MODEL"),
+            tts_voice=env.get("DUPLEX_TTS_VOICE"),
+            api_key=env.get("DUPLEX_LLM_API_KEY"),
+        )
+    if name == "offline" and env.get("DUPLEX_LLM_URL") and env.get("DUPLEX_LLM_MODEL"):
+        from duplex.backends.cascade import ChatCompletionsLLM, offline_backend
+
+        llm = ChatCompletionsLLM(
+            env["DUPLEX_LLM_URL"], env["DUPLEX_LLM_MODEL"], api_key=env.get("DUPLEX_LLM_API_KEY")
+        )
+        return offline_backend(llm=llm)
     backend = choose_backend(name, environ=env)
     if not isinstance(backend, CascadeBackend):
         raise ConfigurationError(
