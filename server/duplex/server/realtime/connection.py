@@ -557,6 +557,8 @@ class RealtimeConnection:
             await self._set_items(
                 [new if it.id == item_id else it for it in self.items if it.id != ev.item_id]
             )
+        elif spoken is not None:  # the client deleted the turn meanwhile: so does the model
+            await self._set_items([it for it in self.items if it.id != ev.item_id])
         if self.config.transcription is None:
             return
         base = {"item_id": item_id, "content_index": 0}
