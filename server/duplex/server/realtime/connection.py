@@ -8,14 +8,12 @@ so it cannot race the reply that is appending to it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
 from aiohttp import WSMsgType, web
 
 from duplex.agents.audio import AudioFrame
@@ -33,16 +31,16 @@ from duplex.agents.backend import (
     UserTranscript,
 )
 from duplex.agents.conversation import AudioPart, Conversation, FunctionCall, Item, Message
-from duplex.agents.tools import FunctionTool
 from duplex.agents.vad import VAD
 from duplex.backends.cascade import CascadeBackend, CascadeSession
 
 from .audio_formats import InputAudio
-from .config import SessionConfig, format_name, tool_choice_name
+from .config import SessionConfig
 from .errors import ProtocolError, unsupported
-from .items import from_wire, to_wire
+from .items import from_wire, schema_tool, to_wire
 from .protocol import Dialect, parse
-from .responses import ActiveResponse, ResponseParams
+from .responses import ActiveResponse, ResponseParams, params_from
+from .transcripts import transcribed
 from .turns import Forward, InputBuffer, Started, Stopped
 from .wire import EventHook, Wire, new_id
 
@@ -59,21 +57,6 @@ class ConnectionOptions:
     voice: str = "default"
     #: Events queued for a client that does not read before it is dropped.
     queue_size: int = 2048
-
-
-def _schema_tool(spec: dict[str, Any]) -> FunctionTool:
-    """A tool the client runs: only its schema reaches the model, the server never calls it."""
-
-    def never(**_: Any) -> None:  # pragma: no cover - the client executes its own tools
-        raise RuntimeError("client-side tool")
-
-    return FunctionTool(
-        name=str(spec["name"]),
-        description=str(spec.get("description") or ""),
-        parameters=dict(spec.get("parameters") or {"type": "object", "properties": {}}),
-        fn=never,
-        model=pydantic.BaseModel,
-    )
 
 
 class RealtimeConnection:
@@ -109,7 +92,7 @@ class RealtimeConnection:
         self.active: ActiveResponse | None = None
         self._speech_item: str | None = None
         #: Committed user items waiting for their transcript, in commit order.
-        self._awaiting_transcript: deque[str] = deque()
+        self.awaiting_transcript: deque[str] = deque()
         self.audio_ms: dict[str, float] = {}
         #: Responses by the cascade's request id, until the cascade reports them done.
         self._requests: dict[str, ActiveResponse] = {}
@@ -127,7 +110,7 @@ class RealtimeConnection:
     def items(self) -> tuple[Item, ...]:
         return self.cascade.conversation.items
 
-    def _get(self, item_id: str) -> Item | None:
+    def get_item(self, item_id: str) -> Item | None:
         return next((it for it in self.items if it.id == item_id), None)
 
     def _previous(self, item_id: str) -> str | None:
@@ -137,7 +120,7 @@ class RealtimeConnection:
         i = ids.index(item_id)
         return ids[i - 1] if i else None
 
-    async def _set_items(self, items: Sequence[Item]) -> None:
+    async def set_items(self, items: Sequence[Item]) -> None:
         await self.cascade.sync(Conversation(items))
 
     def _ack(self, item: Item) -> None:
@@ -203,7 +186,7 @@ class RealtimeConnection:
         self.config.update(ev["session"])
         cascade = self.cascade
         await cascade.update_instructions(self.config.instructions)
-        await cascade.update_tools([_schema_tool(t) for t in self.config.tools])
+        await cascade.update_tools([schema_tool(t) for t in self.config.tools])
         if self.config.input_format != old_format:
             self.input = InputAudio(self.config.input_format, self.stt_rate)
         self.buffer.configure(self.config.turn_detection)
@@ -254,7 +237,7 @@ class RealtimeConnection:
         await self._commit(item_id)
         td = self.config.turn_detection
         if td is not None and td.create_response and self.active is None:
-            await self._start_response(self._params({}, None))
+            await self._start_response(params_from({}, self.config, None))
 
     async def _on_input_audio_buffer_commit(self, ev: dict[str, Any]) -> None:
         if self.buffer.buffered_ms < MIN_COMMIT_MS:
@@ -278,8 +261,8 @@ class RealtimeConnection:
             content=(AudioPart(transcript="", duration_ms=duration, sample_rate=self.stt_rate),),
             id=item_id,
         )
-        await self._set_items([*self.items, user])
-        self._awaiting_transcript.append(item_id)
+        await self.set_items([*self.items, user])
+        self.awaiting_transcript.append(item_id)
         self.wire.send(
             {
                 "type": "input_audio_buffer.committed",
@@ -298,7 +281,7 @@ class RealtimeConnection:
     # --- conversation items -------------------------------------------------------------
     async def _on_conversation_item_create(self, ev: dict[str, Any]) -> None:
         item = from_wire(ev["item"], self.dialect)
-        if self._get(item.id) is not None:
+        if self.get_item(item.id) is not None:
             raise ProtocolError(
                 "item_already_exists", f"Item with id '{item.id}' already exists.", param="item.id"
             )
@@ -317,11 +300,11 @@ class RealtimeConnection:
                     param="previous_item_id",
                 )
             items.insert(ids.index(prev) + 1, item)
-        await self._set_items(items)
+        await self.set_items(items)
         self._ack(item)
 
     async def _on_conversation_item_retrieve(self, ev: dict[str, Any]) -> None:
-        item = self._get(ev["item_id"])
+        item = self.get_item(ev["item_id"])
         if item is None:
             raise ProtocolError(
                 "item_retrieve_invalid_item_id",
@@ -332,18 +315,18 @@ class RealtimeConnection:
 
     async def _on_conversation_item_delete(self, ev: dict[str, Any]) -> None:
         item_id = ev["item_id"]
-        if self._get(item_id) is None:
+        if self.get_item(item_id) is None:
             raise ProtocolError(
                 "item_delete_invalid_item_id",
                 f"Item with item_id not found: {item_id}",
                 param="item_id",
             )
-        await self._set_items([it for it in self.items if it.id != item_id])
+        await self.set_items([it for it in self.items if it.id != item_id])
         self.wire.send({"type": "conversation.item.deleted", "item_id": item_id})
 
     async def _on_conversation_item_truncate(self, ev: dict[str, Any]) -> None:
         item_id, end_ms = ev["item_id"], int(ev["audio_end_ms"])
-        item = self._get(item_id)
+        item = self.get_item(item_id)
         if item is None:
             raise ProtocolError(
                 "item_truncate_invalid_item_id",
@@ -388,41 +371,6 @@ class RealtimeConnection:
         )
 
     # --- responses ----------------------------------------------------------------------
-    def _params(self, spec: dict[str, Any], event_id: str | None) -> ResponseParams:
-        cfg = self.config
-        for key in ("input", "tools", "prompt", "reasoning"):
-            if spec.get(key):
-                raise unsupported(f"response.{key}", param=f"response.{key}")
-        conversation = spec.get("conversation") or "auto"
-        if conversation not in ("auto", "none"):
-            raise unsupported(
-                "A conversation other than 'auto' or 'none'", param="response.conversation"
-            )
-        if self.dialect == "ga":
-            mods = spec.get("output_modalities")
-            out = (spec.get("audio") or {}).get("output") or {}
-            output_format = format_name(out.get("format"), cfg.output_format)
-            voice = out.get("voice")
-            max_tokens = spec.get("max_output_tokens")
-        else:
-            mods = spec.get("modalities")
-            output_format = format_name(spec.get("output_audio_format"), cfg.output_format)
-            voice = spec.get("voice")
-            max_tokens = spec.get("max_response_output_tokens")
-        audio_out = ("audio" in mods) if mods is not None else cfg.audio_out
-        choice = spec.get("tool_choice")
-        return ResponseParams(
-            instructions=spec.get("instructions"),
-            tool_choice=tool_choice_name(choice) if choice is not None else cfg.tool_choice,
-            metadata=spec.get("metadata"),
-            out_of_band=conversation == "none",
-            audio_out=audio_out,
-            output_format=output_format,
-            voice=str(voice.get("id") if isinstance(voice, dict) else voice or cfg.voice),
-            max_output_tokens=max_tokens,
-            event_id=event_id,
-        )
-
     async def _on_response_create(self, ev: dict[str, Any]) -> None:
         if self.active is not None:
             raise ProtocolError(
@@ -430,7 +378,9 @@ class RealtimeConnection:
                 f"Conversation already has an active response in progress: {self.active.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
-        await self._start_response(self._params(ev.get("response") or {}, ev.get("event_id")))
+        await self._start_response(
+            params_from(ev.get("response") or {}, self.config, ev.get("event_id"))
+        )
 
     async def _start_response(self, params: ResponseParams) -> None:
         active = ActiveResponse(params, self.wire, self.conversation_id, self.audio_ms)
@@ -485,7 +435,7 @@ class RealtimeConnection:
         live = resp if resp is not None and not resp.finished else None
         if isinstance(ev, UserTranscript):
             if ev.final:
-                await self._transcribed(ev)
+                await transcribed(self, ev)
         elif isinstance(ev, ResponseStarted):
             started = self._requests.get(ev.request_id or "")
             if started is not None:
@@ -537,66 +487,4 @@ class RealtimeConnection:
         active.done(ev)
         if active.params.out_of_band:
             drop = {o.item_id for o in active.outputs}
-            await self._set_items([it for it in self.items if it.id not in drop])
-
-    async def _transcribed(self, ev: UserTranscript) -> None:
-        """The STT finished a committed turn: its words move onto the item the client knows."""
-        if not self._awaiting_transcript:
-            return
-        item_id = self._awaiting_transcript.popleft()
-        spoken = self._get(ev.item_id)
-        placeholder = self._get(item_id)
-        if placeholder is not None:
-            text = ev.text if ev.error is None else ""
-            content = (
-                spoken.content
-                if isinstance(spoken, Message)
-                else (AudioPart(transcript=text, sample_rate=self.stt_rate),)
-            )
-            new = Message(role="user", content=content, id=item_id)
-            await self._set_items(
-                [new if it.id == item_id else it for it in self.items if it.id != ev.item_id]
-            )
-        elif spoken is not None:  # the client deleted the turn meanwhile: so does the model
-            await self._set_items([it for it in self.items if it.id != ev.item_id])
-        if self.config.transcription is None:
-            return
-        base = {"item_id": item_id, "content_index": 0}
-        if ev.error is not None:
-            error = {
-                "type": "transcription_error",
-                "code": "audio_unintelligible",
-                "message": ev.error,
-            }
-            self.wire.send(
-                {
-                    "type": "conversation.item.input_audio_transcription.failed",
-                    **base,
-                    "error": error,
-                }
-            )
-            return
-        if ev.text:
-            self.wire.send(
-                {
-                    "type": "conversation.item.input_audio_transcription.delta",
-                    **base,
-                    "delta": ev.text,
-                }
-            )
-        seconds = 0.0
-        if isinstance(placeholder, Message):
-            seconds = placeholder.audio_ms / 1000.0
-        self.wire.send(
-            {
-                "type": "conversation.item.input_audio_transcription.completed",
-                **base,
-                "transcript": ev.text,
-                "usage": {"type": "duration", "seconds": round(seconds, 3)},
-            }
-        )
-
-
-async def close_quietly(ws: web.WebSocketResponse) -> None:
-    with contextlib.suppress(Exception):
-        await ws.close()
+            await self.set_items([it for it in self.items if it.id not in drop])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
+
 from duplex.agents.conversation import (
     AudioPart,
     FunctionCall,
@@ -13,6 +15,7 @@ from duplex.agents.conversation import (
     TextPart,
     new_item_id,
 )
+from duplex.agents.tools import FunctionTool
 
 from .errors import ProtocolError, unsupported
 from .protocol import Dialect
@@ -103,3 +106,18 @@ def from_wire(item: dict[str, Any], dialect: Dialect) -> Item:
         else:
             raise unsupported(f"Content of type {ctype!r}", param=f"item.content[{i}].type")
     return Message(role=role, content=tuple(parts), id=item_id)
+
+
+def schema_tool(spec: dict[str, Any]) -> FunctionTool:
+    """A tool the client runs: only its schema reaches the model, the server never calls it."""
+
+    def never(**_: Any) -> None:  # pragma: no cover - the client executes its own tools
+        raise RuntimeError("client-side tool")
+
+    return FunctionTool(
+        name=str(spec["name"]),
+        description=str(spec.get("description") or ""),
+        parameters=dict(spec.get("parameters") or {"type": "object", "properties": {}}),
+        fn=never,
+        model=pydantic.BaseModel,
+    )

@@ -16,7 +16,8 @@ from duplex.agents.backend import FunctionCallRequested, ResponseDone, ResponseH
 from duplex.agents.conversation import FunctionCall, Message
 
 from .audio_formats import OutputAudio
-from .config import AudioFormat
+from .config import AudioFormat, SessionConfig, format_name, tool_choice_name
+from .errors import unsupported
 from .items import to_wire
 from .wire import Wire, new_id
 
@@ -41,6 +42,42 @@ class ResponseParams:
     max_output_tokens: int | str | None = None
     #: The client's ``response.create`` event id (None for a server-VAD response).
     event_id: str | None = None
+
+
+def params_from(spec: dict[str, Any], cfg: SessionConfig, event_id: str | None) -> ResponseParams:
+    """A ``response.create``'s settings over the session's; refuses what the cascade lacks."""
+    for key in ("input", "tools", "prompt", "reasoning"):
+        if spec.get(key):
+            raise unsupported(f"response.{key}", param=f"response.{key}")
+    conversation = spec.get("conversation") or "auto"
+    if conversation not in ("auto", "none"):
+        raise unsupported(
+            "A conversation other than 'auto' or 'none'", param="response.conversation"
+        )
+    if cfg.dialect == "ga":
+        mods = spec.get("output_modalities")
+        out = (spec.get("audio") or {}).get("output") or {}
+        output_format = format_name(out.get("format"), cfg.output_format)
+        voice = out.get("voice")
+        max_tokens = spec.get("max_output_tokens")
+    else:
+        mods = spec.get("modalities")
+        output_format = format_name(spec.get("output_audio_format"), cfg.output_format)
+        voice = spec.get("voice")
+        max_tokens = spec.get("max_response_output_tokens")
+    audio_out = ("audio" in mods) if mods is not None else cfg.audio_out
+    choice = spec.get("tool_choice")
+    return ResponseParams(
+        instructions=spec.get("instructions"),
+        tool_choice=tool_choice_name(choice) if choice is not None else cfg.tool_choice,
+        metadata=spec.get("metadata"),
+        out_of_band=conversation == "none",
+        audio_out=audio_out,
+        output_format=output_format,
+        voice=str(voice.get("id") if isinstance(voice, dict) else voice or cfg.voice),
+        max_output_tokens=max_tokens,
+        event_id=event_id,
+    )
 
 
 @dataclass
