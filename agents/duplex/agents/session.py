@@ -102,7 +102,11 @@ class AgentSession:
         self.conversation = Conversation()
         self._emitter = Emitter()
         self._responses = ResponseTracker()
-        self._tools = ToolRunner(agent.tools, self._on_tool_output)
+        self._tools = ToolRunner(
+            agent.tools,
+            self._on_tool_output,
+            on_failure=lambda name, exc: self._report_error("tool_failed", repr(exc), True),
+        )
         self._control = asyncio.Lock()
         self._tasks = TaskSet(
             lambda name, exc: self._emit_transport(SessionError("internal_error", repr(exc), True))
