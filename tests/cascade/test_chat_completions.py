@@ -16,7 +16,7 @@ from duplex.backends.cascade import (
     UsageChunk,
 )
 
-from .chat_server import Call, ChatServer, Cut, Error, Gate, Raw, Text
+from .chat_server import Call, ChatServer, Cut, Error, Gate, Raw, RawBytes, Text, Trickle
 
 MESSAGES = [{"role": "user", "content": "Weather in Paris?"}]
 TOOLS = [
@@ -164,3 +164,115 @@ async def test_closing_the_stream_disconnects_so_the_server_stops(chat_server: C
     finally:
         await llm.aclose()
     assert not chat_server.requests[0].finished.is_set()
+
+
+# --- hostile or broken servers: always a typed LLMError, never a hang (issue 12) -----------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"choices": 5}',
+        '{"choices": [{"delta": "text"}]}',
+        '{"choices": [{"delta": {"tool_calls": {"index": 0}}}]}',
+        '{"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]}',
+        '{"choices": [{"delta": {"tool_calls": [{"index": 0, "id": 7}]}}]}',
+        '{"choices": [], "usage": {"prompt_tokens": "many"}}',
+        '{"choices": [], "usage": {"prompt_tokens": 1e400}}',
+        '{"choices": [], "usage": {"prompt_tokens_details": {"cached_tokens": -1}}}',
+        '{"choices": [], "usage": {"prompt_tokens": ' + "9" * 5000 + "}}",
+        "[" * 100_000 + "]" * 100_000,
+        '{"a": ' * 50_000 + "1" + "}" * 50_000,
+        '"just a string"',
+        "null",
+    ],
+    ids=lambda d: d[:40],
+)
+async def test_wrong_shaped_chunks_are_llm_errors(chat_server: ChatServer, data: str) -> None:
+    chat_server.script(Text("Hi."), Raw(data))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_bad_chunk"
+
+
+@pytest.mark.parametrize("terminated", [True, False], ids=["line", "unterminated"])
+async def test_lines_over_512_kb_are_llm_errors(chat_server: ChatServer, terminated: bool) -> None:
+    line = b"data: " + b"x" * (600 * 1024) + (b"\n\n" if terminated else b"")
+    chat_server.script(Text("Hi."), RawBytes(line), Gate(asyncio.Event()))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_bad_chunk" and "512" not in err.value.code
+    assert "larger than" in str(err.value) or "longer than" in str(err.value)
+
+
+async def test_many_data_lines_cannot_grow_an_event_past_the_limit(chat_server: ChatServer) -> None:
+    line = b"data: " + b"y" * 1000 + b"\n"
+    chat_server.script(RawBytes(line * 600 + b"\n"))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        with pytest.raises(LLMError, match="larger than") as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_bad_chunk"
+
+
+async def test_a_server_trickling_bytes_times_out(chat_server: ChatServer) -> None:
+    event = b'data: {"choices": [{"delta": {"content": "slow"}}]}\n\n'
+    chat_server.script(Text("Hi."), Trickle(event * 20, interval_s=0.02))
+    llm = ChatCompletionsLLM(chat_server.url, "m", read_timeout_s=0.5)
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_timeout"
+    await asyncio.wait_for(chat_server.requests[0].disconnected.wait(), 10)
+
+
+async def test_a_server_sending_keepalives_but_no_events_times_out(chat_server: ChatServer) -> None:
+    chat_server.script(Text("Hi."), Trickle(b": ping\n" * 400, interval_s=0.01))
+    llm = ChatCompletionsLLM(chat_server.url, "m", read_timeout_s=0.5)
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_timeout"
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+async def test_a_silent_server_times_out(chat_server: ChatServer, where: str) -> None:
+    never = asyncio.Event()
+    if where == "headers":
+        chat_server.hold_headers = never
+    chat_server.script(Text("Hi."), Gate(never))
+    llm = ChatCompletionsLLM(chat_server.url, "m", read_timeout_s=0.3)
+    assert ChatCompletionsLLM(chat_server.url, "m").read_timeout_s == 30.0  # finite by default
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    assert err.value.code == "llm_timeout"
+
+
+async def test_the_client_works_after_every_kind_of_failure(chat_server: ChatServer) -> None:
+    chat_server.script(Raw('{"choices": 5}'))
+    chat_server.script(Text("Fine again."))
+    llm = ChatCompletionsLLM(chat_server.url, "m")
+    try:
+        with pytest.raises(LLMError):
+            await collect(llm)
+        chunks = await collect(llm)
+    finally:
+        await llm.aclose()
+    assert [c.text for c in chunks if isinstance(c, TextChunk)] == ["Fine again."]
