@@ -24,6 +24,10 @@ from duplex.agents.testing import write_wav
 from duplex.backends.cascade import offline_backend
 from duplex.backends.cascade.echo import EchoLLM
 from tests.speech import concat, silence, speak
+from tests.webrtc import loopback
+
+# Every peer in these tests (aiortc, and Chromium via cdp.FLAGS) uses loopback only.
+loopback.install()
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "assistant.py"

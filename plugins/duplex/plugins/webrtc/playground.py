@@ -50,6 +50,7 @@ async def serve(
     session_options: dict[str, Any] | None = None,
     on_ready: Callable[[PlaygroundServer], None] | None = None,
     stop: asyncio.Event | None = None,
+    server_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly."""
     options = dict(session_options or {})
@@ -60,6 +61,7 @@ async def serve(
         host=host,
         port=port,
         info={"app": spec.name, "backend": backend_name or type(backend).__name__},
+        **(server_options or {}),
     )
     await backend.prewarm()
     await server.start()

@@ -211,7 +211,7 @@ async function connect() {
     await iceGathered(pc, 3000);
     const res = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: offerHeaders(),
       body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }),
     });
     const body = await res.json();
@@ -225,6 +225,14 @@ async function connect() {
     teardown("error");
     throw err;
   }
+}
+
+// A server started with a token (`agent dev --token`) is opened as `/?token=...`.
+function offerHeaders() {
+  const headers = { "Content-Type": "application/json" };
+  const token = params.get("token");
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
 }
 
 // The microphone opens once the call is up, so the first words reach the agent.
