@@ -112,10 +112,14 @@ def build_server(
     num_idle_processes: int | None = None,
     load_threshold: float | None = None,
     drain_timeout: int = 600,
-    host: str = "",
+    host: str = "127.0.0.1",
     port: int | None = None,
 ) -> AgentServer:
-    """An `AgentServer` whose jobs run ``config.app``; ``devmode`` keeps jobs in threads."""
+    """An `AgentServer` whose jobs run ``config.app``; ``devmode`` keeps jobs in threads.
+
+    Its health-check HTTP server binds ``host``: loopback unless told otherwise (a
+    container whose orchestrator probes it from outside passes ``0.0.0.0``).
+    """
     from livekit import agents
 
     kind = executor or ("thread" if devmode else "process")

@@ -102,7 +102,7 @@ class WebRTCTransport(Transport):
         session_id: str | None = None,
         ice_servers: list[RTCIceServer] | None = None,
         media_timeout_s: float = 5.0,
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 15.0,
         max_buffer_ms: float = 200.0,
         text_rate: RateLimit = DEFAULT_TEXT_RATE,
         message_rate: RateLimit = DEFAULT_MESSAGE_RATE,
