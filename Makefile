@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs sysdeps clean
+.PHONY: demo test lint bench soak docs sysdeps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
+
+# 50 calls for 5 minutes with RSS and task counts (DUPLEX_SOAK_S / DUPLEX_SOAK_CALLS to change).
+soak: $(STAMP)
+	$(PY) -m pytest -m heavy tests/soak -s -q
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
