@@ -4,7 +4,7 @@ Each example is one reply: a script of SSE events, some well-formed, some not, s
 by the scripted chat-completions server. The properties: the reply always ends
 (never hangs); every anomaly ends it as a typed ``llm`` error event, never
 ``internal_error``; after the whole fuzz the same session answers a normal turn.
-CI runs ~2,000 events; ``-m heavy`` runs ten times as many.
+CI runs ~2,000 events; ``pytest -m heavy tests/fuzz`` runs ten times as many.
 """
 
 from __future__ import annotations
@@ -233,6 +233,7 @@ def test_sse_fuzz_session(rig: Rig, lines: list[Line]) -> None:
 
 
 @pytest.mark.heavy
+@pytest.mark.timeout(1800)
 @settings(max_examples=1500, **SETTINGS)
 @given(lines=scripts)
 def test_sse_fuzz_client_heavy(rig: Rig, lines: list[Line]) -> None:
@@ -240,6 +241,7 @@ def test_sse_fuzz_client_heavy(rig: Rig, lines: list[Line]) -> None:
 
 
 @pytest.mark.heavy
+@pytest.mark.timeout(1800)
 @settings(max_examples=300, **SETTINGS)
 @given(lines=scripts)
 def test_sse_fuzz_session_heavy(rig: Rig, lines: list[Line]) -> None:
