@@ -256,3 +256,42 @@ async def test_typed_text_is_rate_limited_per_call(http: aiohttp.ClientSession) 
         ]
         assert 1 <= len(typed) <= 3
         await client.close()
+
+
+async def test_concurrent_offers_good_and_bad_leave_no_slot_behind(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with serving(
+        offer_rate=GENEROUS,
+        max_peers=16,
+        max_pending_per_peer=1000,
+        transport_options={"connect_timeout_s": 0.5},
+    ) as server:
+        peers = [ClientPeer() for _ in range(20)]
+        offers = [await p.offer() for p in peers]
+        sdps = [payload_type_300(o) if i % 2 else o for i, o in enumerate(offers)]
+        results = await asyncio.gather(*(post_offer(server, http, s) for s in sdps))
+        statuses = [status for status, _ in results]
+        assert set(statuses) <= {200, 400, 503}, statuses
+        # Every malformed one is refused (or finds the server full), concurrency or not.
+        assert all(status in (400, 503) for status in statuses[1::2]), statuses
+        await wait_until_empty(server)  # the answered ones expire: none of them sent audio
+        for p in peers:
+            await p.close()
+        client = await dial(server, http)
+        await client.close()
+
+
+async def test_test_calls_only_use_loopback_candidates(http: aiohttp.ClientSession) -> None:
+    """tests/webrtc/loopback.py: no test packet may target an address beyond 127.0.0.1."""
+    async with serving() as server:
+        client = ClientPeer()
+        offer = await client.offer()
+        status, body = await post_offer(server, http, offer)
+        assert status == 200
+        await client.answer(body["sdp"])
+        for sdp in (offer, body["sdp"]):
+            hosts = re.findall(r"(?m)^a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", sdp)
+            assert hosts and set(hosts) == {"127.0.0.1"}, hosts
+        await client.next_message("session")
+        await client.close()
