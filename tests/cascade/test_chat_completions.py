@@ -276,3 +276,41 @@ async def test_the_client_works_after_every_kind_of_failure(chat_server: ChatSer
     finally:
         await llm.aclose()
     assert [c.text for c in chunks if isinstance(c, TextChunk)] == ["Fine again."]
+
+
+@pytest.mark.parametrize("failure", ["http_401", "cut", "refused", "bad_chunk"])
+async def test_the_api_key_is_in_no_traceback_even_with_locals(
+    chat_server: ChatServer, failure: str
+) -> None:
+    import traceback
+
+    key = "sk-very-secret-key-123"
+    url = chat_server.url
+    if failure == "http_401":
+        chat_server.http_error = (401, {"error": {"message": "bad key", "code": "invalid_key"}})
+    elif failure == "cut":
+        chat_server.script(Text("Hi."), Cut())
+    elif failure == "bad_chunk":
+        chat_server.script(Raw('{"choices": 5}'))
+    else:
+        await chat_server.stop()
+    llm = ChatCompletionsLLM(url, "m", api_key=key)
+    try:
+        with pytest.raises(LLMError) as err:
+            await collect(llm)
+    finally:
+        await llm.aclose()
+    exc = err.value
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_name != "stream":
+        tb = tb.tb_next  # from the client's own frame on (this test's frames hold the key)
+    assert tb is not None
+    rendered = "".join(
+        traceback.TracebackException(type(exc), exc, tb, capture_locals=True).format(chain=True)
+    )
+    assert key not in rendered and key not in repr(exc)
+    # The context chain a logger could walk holds none of aiohttp's request objects either.
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        assert key not in repr(seen) and key not in str(getattr(seen, "request_info", ""))
+        seen = seen.__cause__ or seen.__context__

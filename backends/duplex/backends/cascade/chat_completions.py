@@ -187,6 +187,12 @@ class ChatCompletionsLLM(LLM):
             self._http = aiohttp.ClientSession(timeout=self.timeout)
         return self._http
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
     def request_body(
         self,
         messages: Sequence[dict[str, Any]],
@@ -217,14 +223,13 @@ class ChatCompletionsLLM(LLM):
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: ToolChoice | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        headers = {"Accept": "text/event-stream"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         body = self.request_body(messages, tools, tool_choice)
         calls = _ToolCallAssembler()
         finished = False
+        failure: LLMError | None = None
         try:
-            async with self._session().post(self.url, json=body, headers=headers) as resp:
+            # Headers built inline: no local of this frame holds the key (tracebacks with locals).
+            async with self._session().post(self.url, json=body, headers=self._headers()) as resp:
                 if resp.status != 200:
                     raw = (await resp.content.read(4096)).decode("utf-8", errors="replace")
                     try:
@@ -255,27 +260,25 @@ class ChatCompletionsLLM(LLM):
                     if not finished:
                         resp.close()  # drop the socket so the server stops generating
         except SSETimeoutError as e:
-            raise LLMError(f"chat completions stalled: {e}", code="llm_timeout") from None
+            failure = LLMError(f"chat completions stalled: {e}", code="llm_timeout")
         except SSEError as e:
-            raise LLMError(
-                f"chat completions sent a bad stream: {e}", code="llm_bad_chunk"
-            ) from None
+            failure = LLMError(f"chat completions sent a bad stream: {e}", code="llm_bad_chunk")
         except TimeoutError:
-            if finished:
-                return
-            raise LLMError(
+            failure = LLMError(
                 f"chat completions did not answer within {self.read_timeout_s} s",
                 code="llm_timeout",
-            ) from None
+            )
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
-            if finished:
-                return
             where = " mid-tool-call" if calls.calls else ""
-            raise LLMError(
+            failure = LLMError(
                 f"chat completions stream broke{where}: {type(e).__name__}: {e}",
                 code="llm_stream_cut",
-            ) from e
-        if not finished:
+            )
+        if failure is not None and not finished:
+            # Raised here, outside the handler: no chained context leads back to aiohttp's
+            # frames, whose locals hold the request headers (and the API key).
+            raise failure
+        if failure is None and not finished:
             where = " mid-tool-call" if calls.calls else ""
             raise LLMError(
                 f"chat completions stream ended{where} before the reply finished",
