@@ -698,7 +698,6 @@ async def test_a_full_tool_pool_refuses_at_once_and_recovers() -> None:
         assert again.output == "4"
     finally:
         release.set()
-        pool.shutdown()
 
 
 # --- the same through a whole session ------------------------------------------------------

@@ -2,15 +2,15 @@
 
 A sync tool that hangs keeps its thread even after its timeout (threads cannot be
 killed). On the loop's default executor a handful of those would starve everything
-else that needs it, ``getaddrinfo`` included. Here they only use up this pool, and
-a full pool refuses new calls at once with a readable error instead of queueing
-them behind threads that may never come back.
+else that needs it, ``getaddrinfo`` included. Here they only use up this bounded
+budget, and a full one refuses new calls at once with a readable error instead of
+queueing them behind threads that may never come back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import threading
@@ -26,13 +26,16 @@ DEFAULT_TOOL_THREADS = 32
 
 
 class ToolThreads:
-    """A bounded thread pool that counts calls until their thread really returns."""
+    """At most ``max_workers`` sync tool calls at once, each on its own daemon thread.
+
+    A call counts until its thread really returns, so tools stuck past their timeout
+    keep their place; daemon threads mean a stuck tool never blocks interpreter exit.
+    """
 
     def __init__(self, max_workers: int = DEFAULT_TOOL_THREADS) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._busy = 0
 
@@ -42,7 +45,7 @@ class ToolThreads:
         return self._busy
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn`` in a pool thread; raises `ToolError` when every thread is taken."""
+        """Run ``fn`` on a new thread; raises `ToolError` when ``max_workers`` are taken."""
         with self._lock:
             if self._busy >= self.max_workers:
                 raise ToolError(
@@ -50,35 +53,36 @@ class ToolThreads:
                     "returned; try again later"
                 )
             self._busy += 1
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.max_workers, thread_name_prefix="duplex-tool"
-                )
-            pool = self._pool
-        ctx = contextvars.copy_context()
-        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
 
-        def release() -> None:
+        def settle(ok: bool, value: Any) -> None:
+            if future.done():
+                return  # the caller gave up (timeout, cancel): the result has nowhere to go
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        def work() -> None:
+            try:
+                result, ok = call(), True
+            except BaseException as e:  # handed to the awaiting task, not lost in the thread
+                result, ok = e, False
+            finally:
+                with self._lock:
+                    self._busy -= 1
+            with contextlib.suppress(RuntimeError):  # the loop closed while the tool ran
+                loop.call_soon_threadsafe(settle, ok, result)
+
+        try:
+            threading.Thread(target=work, name="duplex-tool", daemon=True).start()
+        except BaseException:
             with self._lock:
                 self._busy -= 1
-
-        def work() -> Any:
-            try:
-                return call()
-            finally:
-                release()
-
-        future = pool.submit(work)
-        # A call cancelled before its thread started never runs `work`: release it here.
-        future.add_done_callback(lambda f: release() if f.cancelled() else None)
-        return await asyncio.wrap_future(future)
-
-    def shutdown(self) -> None:
-        """Stop the pool (threads still running a tool finish in the background)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        return await future
 
 
 _default: ToolThreads | None = None
