@@ -295,3 +295,50 @@ async def test_test_calls_only_use_loopback_candidates(http: aiohttp.ClientSessi
             assert hosts and set(hosts) == {"127.0.0.1"}, hosts
         await client.next_message("session")
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("bind", "host", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1:8080", True),
+        ("127.0.0.1", "localhost:8080", True),
+        ("127.0.0.1", "[::1]:8080", True),
+        ("127.0.0.1", "app.localhost", True),
+        ("127.0.0.1", "evil.example", False),
+        ("127.0.0.1", "127.0.0.1.evil.example", False),
+        ("127.0.0.1", "192.0.2.7:8080", False),  # an address we do not serve
+        ("127.0.0.1", "", False),
+        ("0.0.0.0", "192.0.2.7:8080", True),  # any address: rebinding needs a name
+        ("0.0.0.0", "[2001:db8::1]:8080", True),
+        ("0.0.0.0", "evil.example", False),
+        ("192.0.2.7", "192.0.2.7", True),
+        ("192.0.2.7", "192.0.2.8", False),
+    ],
+)
+def test_host_allow_list(bind: str, host: str, allowed: bool) -> None:
+    from duplex.plugins.webrtc.guard import AccessPolicy
+
+    assert AccessPolicy.build(bind, token="t").host_allowed(host) is allowed
+
+
+def test_origin_allow_list() -> None:
+    from duplex.plugins.webrtc.guard import AccessPolicy
+
+    policy = AccessPolicy.build("127.0.0.1", allowed_origins=["https://App.example/"])
+    assert policy.origin_allowed(None, "127.0.0.1:8080", "http")  # not a browser: no Origin
+    assert policy.origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080", "http")
+    assert policy.origin_allowed("https://app.example", "127.0.0.1:8080", "http")
+    assert not policy.origin_allowed("http://127.0.0.1:8081", "127.0.0.1:8080", "http")
+    assert not policy.origin_allowed("https://127.0.0.1:8080", "127.0.0.1:8080", "http")
+    assert not policy.origin_allowed("null", "127.0.0.1:8080", "http")
+    # Same origin is not enough when the host itself is foreign (a rebinding name).
+    assert not policy.origin_allowed("http://evil.example:8080", "evil.example:8080", "http")
+
+
+def test_token_bucket_refills() -> None:
+    from duplex.plugins.webrtc.guard import TokenBucket
+
+    bucket = TokenBucket(RateLimit(burst=2, per_s=1e9))
+    assert bucket.take() and bucket.take()  # refilled at once at this rate
+    slow = TokenBucket(RateLimit(burst=2, per_s=1e-9))
+    assert [slow.take() for _ in range(3)] == [True, True, False]
