@@ -342,3 +342,27 @@ def test_token_bucket_refills() -> None:
     assert bucket.take() and bucket.take()  # refilled at once at this rate
     slow = TokenBucket(RateLimit(burst=2, per_s=1e-9))
     assert [slow.take() for _ in range(3)] == [True, True, False]
+
+
+async def test_a_text_handler_that_crashes_is_reported_not_silent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from duplex.plugins.webrtc import WebRTCTransport
+
+    async def broken(text: str) -> None:
+        raise RuntimeError(f"cannot handle {text!r}")
+
+    transport = WebRTCTransport()
+    transport.set_text_handler(broken)
+    client = ClientPeer()
+    try:
+        await client.answer(await transport.accept(await client.offer()))
+        client.send({"type": "text", "text": "hello"})
+        error = await client.next_message("error")
+        assert error["code"] == "text_failed" and "hello" not in error["message"]
+        client.send({"type": "ping"})
+        await client.next_message("pong")  # the call goes on
+    finally:
+        await client.close()
+        await transport.aclose()
+    assert "cannot handle 'hello'" in caplog.text

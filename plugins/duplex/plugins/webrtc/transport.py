@@ -286,6 +286,11 @@ class WebRTCTransport(Transport):
             await self.deliver_text(text)
         except DuplexError as e:
             self.send_json({"type": "error", "code": "text_refused", "message": str(e)})
+        except Exception:  # never a silent death: the page hears of it, the log has why
+            log.exception("webrtc %s: handling typed text failed", self.session_id)
+            self.send_json(
+                {"type": "error", "code": "text_failed", "message": "the agent could not take it"}
+            )
 
 
 def check_offer(sdp: object) -> None:
