@@ -218,14 +218,14 @@ SETTINGS: dict[str, Any] = {
 }
 
 
-@settings(max_examples=140, derandomize=True, **SETTINGS)
+@settings(max_examples=175, derandomize=True, **SETTINGS)
 @given(lines=scripts)
 def test_sse_fuzz_client(rig: Rig, lines: list[Line]) -> None:
     """~2,000 events straight at the client."""
     rig.run(one_stream(rig, lines))
 
 
-@settings(max_examples=25, derandomize=True, **SETTINGS)
+@settings(max_examples=15, derandomize=True, **SETTINGS)
 @given(lines=scripts)
 def test_sse_fuzz_session(rig: Rig, lines: list[Line]) -> None:
     """Fewer, but through the whole cascade reply: speech, items, error events."""
