@@ -33,7 +33,11 @@ from duplex.backends.cascade import (
 from duplex.plugins.piper import PiperTTS
 from duplex.plugins.whisper import WhisperSTT
 from tests.cascade.chat_server import ChatServer, Raw, RawBytes, Step, Text
+from tests.cascade.conftest import piper, transcriber, whisper_stt
 from tests.cascade.helpers import EventLog
+
+# The cascade's real models, loaded once per run (fixtures; imported, not redefined).
+__all__ = ["piper", "transcriber", "whisper_stt"]
 
 #: A short read timeout: no fuzzed stream stalls, so it only bounds a bug.
 READ_TIMEOUT_S = 10.0
