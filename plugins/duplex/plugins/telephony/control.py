@@ -7,6 +7,7 @@ point them elsewhere. Credentials are sent as headers and never logged.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -67,16 +68,13 @@ class CallControl(ABC):
         *,
         data: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         url = self.base_url + path
         try:
-            async with self._http.post(
-                url, data=data, json=json_body, auth=auth, headers=headers
-            ) as resp:
+            async with self._http.post(url, data=data, json=json_body, headers=headers) as resp:
                 text = await resp.text()
                 try:
                     body: Any = json.loads(text) if text else None
@@ -122,13 +120,14 @@ class TwilioCallControl(CallControl):
         super().__init__(base_url, timeout_s=timeout_s)
         self.account_sid = account_sid
         user, secret = api_key or (account_sid, auth_token)
-        self._auth = aiohttp.BasicAuth(user, secret)
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
 
     def _path(self, call_sid: str) -> str:
         return f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call_sid}.json"
 
     async def _update(self, call_sid: str, form: dict[str, str]) -> int:
-        status, body = await self._post(self._path(call_sid), data=form, auth=self._auth)
+        status, body = await self._post(self._path(call_sid), data=form, headers=self._headers)
         if status >= 400 and status != 404:
             raise CallControlError(
                 f"Twilio refused the call update: {_twilio_error(body)}", status=status

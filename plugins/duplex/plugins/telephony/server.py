@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from duplex.agents.app import translate_bind_errors
 
@@ -96,6 +96,8 @@ class PhoneServer:
                 web.get("/health", self._health),
             ]
         )
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -135,6 +137,10 @@ class PhoneServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def wait_idle(self) -> None:
+        """Until no call is live (every stream closed and its session ended)."""
+        await self._idle.wait()
 
     # --- webhooks -----------------------------------------------------------------------------
     def _public(self, request: web.Request) -> str:
@@ -223,6 +229,7 @@ class PhoneServer:
         call = PhoneCall(transport)
         key = f"ws-{id(ws):x}"
         self.calls[key] = call
+        self._idle.clear()
         loop = asyncio.get_running_loop()
         call.tasks.add(loop.create_task(self._answer(call)))
         try:
@@ -234,11 +241,16 @@ class PhoneServer:
                 if transport.closed.is_set():
                     break
             error = ws.exception()
-            if error is not None or ws.close_code == 1009:
+            too_big = ws.close_code == WSCloseCode.MESSAGE_TOO_BIG or (
+                isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG
+            )
+            if error is not None or too_big:
                 transport.errors.append(
                     MediaStreamProtocolError(
-                        f"the stream broke: {error or 'frame too large'}",
-                        code="frame_too_large" if ws.close_code == 1009 else "socket_error",
+                        f"frame larger than {self.max_frame_bytes} bytes"
+                        if too_big
+                        else f"the stream broke: {error}",
+                        code="frame_too_large" if too_big else "socket_error",
                     )
                 )
         finally:
@@ -246,6 +258,8 @@ class PhoneServer:
             await asyncio.gather(*call.tasks, return_exceptions=True)
             self._sockets.discard(ws)
             self.calls.pop(key, None)
+            if not self.calls:
+                self._idle.set()
         return ws
 
     async def _answer(self, call: PhoneCall) -> None:
@@ -254,7 +268,9 @@ class PhoneServer:
         started = asyncio.ensure_future(transport.started.wait())
         closed = asyncio.ensure_future(transport.closed.wait())
         try:
-            await asyncio.wait({started, closed}, timeout=self.start_timeout_s)
+            await asyncio.wait(
+                {started, closed}, timeout=self.start_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             started.cancel()
             closed.cancel()
