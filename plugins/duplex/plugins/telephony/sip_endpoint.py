@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import queue
 import threading
@@ -96,6 +97,10 @@ class SipEndpoint:
         self._thread = threading.Thread(target=self._main, name="duplex-sip", daemon=True)
         self._thread.start()
         await asyncio.wrap_future(self._started)
+        # pjsua2 objects released on this thread (a call's last reference, an account at
+        # shutdown) call into PJSIP from here: PJSIP insists on knowing the thread.
+        if not self.ep.libIsThreadRegistered():
+            self.ep.libRegisterThread("duplex-asyncio")
 
     async def aclose(self) -> None:
         if self._thread is None:
@@ -160,7 +165,9 @@ class SipEndpoint:
                 self.ep.hangupAllCalls()
                 for _ in range(20):
                     self.ep.libHandleEvents(10)
+            gc.collect()  # pjsua2 objects still unreferenced die here, while PJSIP lives
             self.ep.libDestroy()
+            self.ep = None
 
     def _drain_jobs(self) -> None:
         while True:

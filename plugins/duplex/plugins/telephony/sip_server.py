@@ -83,6 +83,7 @@ class SipServer:
         #: Set once a REGISTER got 2xx; ``registration`` holds the last answer.
         self.registered = asyncio.Event()
         self.registration: tuple[int, str] | None = None
+        self._reg_answered = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._account: _Account | None = None
@@ -133,9 +134,10 @@ class SipServer:
         self._account = None
         if account is not None:
             try:
-                await self.endpoint.run(account.shutdown)
+                await self.endpoint.run(account.shutdown)  # un-REGISTER, if registered
             except Exception as e:
                 log.debug("account shutdown: %s", e)
+            del account
         await self.endpoint.aclose()
 
     async def wait_idle(self) -> None:
@@ -196,8 +198,16 @@ class SipServer:
             if not self.calls:
                 self._idle.set()
 
+    async def wait_registration(self) -> tuple[int, str]:
+        """The registrar's final answer to the REGISTER (after any digest challenge)."""
+        await self._reg_answered.wait()
+        assert self.registration is not None
+        return self.registration
+
     def _on_reg_state(self, code: int, reason: str) -> None:
         self.registration = (code, reason)
+        if code not in (401, 407):  # a challenge is answered by PJSIP itself
+            self._reg_answered.set()
         if 200 <= code < 300:
             self.registered.set()
             log.info("registered (%d %s)", code, reason)

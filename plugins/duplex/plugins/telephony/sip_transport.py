@@ -274,8 +274,9 @@ class SIPTransport(Transport):
 
     def _on_transfer_status(self, code: int, final: bool) -> None:
         fut = self._transfer
-        if fut is not None and not fut.done() and (final or code >= 200):
-            fut.set_result(code)
+        log.info("%s: transfer status %d%s", self, code, " (final)" if final else "")
+        if fut is not None and not fut.done():
+            fut.set_result(code)  # the REFER's first report: accepted (1xx/2xx) or refused
 
     def _on_disconnected(self, reason: str) -> None:
         if not self._closing:
@@ -299,7 +300,10 @@ class SIPTransport(Transport):
         await self.aclose("agent_hung_up")
 
     async def transfer_call(self, target: str, *, timeout_s: float = 10.0) -> None:
-        """Blind transfer: REFER the caller to ``target``; waits for the REFER's answer."""
+        """Blind transfer: REFER the caller to ``target``; returns once the caller accepted it.
+
+        The caller's phone then calls ``target`` and ends this call with BYE.
+        """
         call = self.call
         if call is None or self.closed.is_set():
             raise ToolError("the call is over; nothing to transfer")
