@@ -53,7 +53,7 @@ class Baresip:
         microphone: AudioFrame,
         *,
         codecs: tuple[str, ...] = ("g711",),
-        dtmf_info: bool = False,
+        account_params: str = "",
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="duplex-baresip-"))
         self.sip_port = free_udp_port()
@@ -78,8 +78,7 @@ module sndfile.so
 snd_path {self.dir / "rec"}
 """
         )
-        params = ";dtmfmode=info" if dtmf_info else ""
-        (self.dir / "accounts").write_text(f"<sip:phone@127.0.0.1>;regint=0{params}\n")
+        (self.dir / "accounts").write_text(f"<sip:phone@127.0.0.1>;regint=0{account_params}\n")
         self.proc: asyncio.subprocess.Process | None = None
         self.events: list[dict[str, Any]] = []
         self._event = asyncio.Condition()
@@ -168,11 +167,11 @@ snd_path {self.dir / "rec"}
             self._writer.close()
         if self.proc is not None and self.proc.returncode is None:
             try:
-                await asyncio.wait_for(self.proc.wait(), 3)
+                await asyncio.wait_for(self.proc.wait(), 1)
             except asyncio.TimeoutError:
                 self.proc.terminate()
                 try:
-                    await asyncio.wait_for(self.proc.wait(), 3)
+                    await asyncio.wait_for(self.proc.wait(), 2)
                 except asyncio.TimeoutError:
                     self.proc.kill()
                     await self.proc.wait()

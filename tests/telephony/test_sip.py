@@ -104,6 +104,28 @@ def _first_loud(pcm: np.ndarray, rate: int, level: int = 500) -> float:
     return float(loud[0]) / rate
 
 
+@pytest.mark.parametrize(
+    ("codecs", "params", "expected"),
+    [
+        (("g711",), ";audio_codecs=PCMA/8000", "PCMA/8000"),
+        (("g711",), "", "PCMU/8000"),
+        (("g722", "g711"), "", "G722/16000"),
+    ],
+)
+async def test_codec_negotiation(codecs: tuple[str, ...], params: str, expected: str) -> None:
+    async with sip_harness(scripted) as h:
+        phone, transport, _ = await call_from_baresip(
+            h,
+            silence(4, 8000 if expected != "G722/16000" else 16000),
+            codecs=codecs,
+            account_params=params,
+        )
+        try:
+            assert transport.codec == expected
+        finally:
+            await phone.aclose()
+
+
 async def test_dtmf_from_baresip_reaches_the_agent() -> None:
     async with sip_harness(scripted) as h:
         phone, transport, _ = await call_from_baresip(h, silence(8, 8000))
