@@ -13,17 +13,17 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
 from duplex.agents.backend import Backend
 from duplex.agents.cli import Subparsers, add_app_arguments
 from duplex.agents.errors import ConfigurationError
+from duplex.agents.transport import Transport
 
 from .control import CallControl, TelnyxCallControl, TwilioCallControl
-from .media_stream import MediaStreamTransport
-from .server import ClosableSession, PhoneServer, SessionFactory
+from .server import ClosableSession, PhoneServer
 
 __all__ = ["build_server", "register", "serve"]
 
@@ -80,8 +80,15 @@ def default_vad() -> Any | None:
     return WebRTCVAD()
 
 
-def app_factory(spec: AppSpec, backend: Backend, **session_options: Any) -> SessionFactory:
-    async def start(transport: MediaStreamTransport) -> ClosableSession:
+TransportT = TypeVar("TransportT", bound=Transport)
+
+
+def app_factory(
+    spec: AppSpec, backend: Backend, **session_options: Any
+) -> Callable[[TransportT], Awaitable[ClosableSession]]:
+    """Runs ``spec`` on ``backend`` for each call (a media stream or a SIP call)."""
+
+    async def start(transport: TransportT) -> ClosableSession:
         return await spec.start(transport, backend, **session_options)
 
     return start

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         server = SipServer(
-            app_factory(spec, backend, **options),  # type: ignore[arg-type]
+            app_factory(spec, backend, **options),
             host=host,
             port=port,
             register=registration,

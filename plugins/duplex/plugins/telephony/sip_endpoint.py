@@ -69,6 +69,19 @@ class Registration:
         return cls(user, domain, password)
 
 
+_PJ_LEVELS = {0: logging.CRITICAL, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    """PJSIP's log lines into the ``logging`` module (PJSIP level 1 = error ... 5 = trace)."""
+
+    def write(self, entry: Any) -> None:
+        pjsip_log.log(_PJ_LEVELS.get(int(entry.level), logging.DEBUG), "%s", entry.msg.rstrip())
+
+
+pjsip_log = logging.getLogger("duplex.plugins.telephony.pjsip")
+
+
 class SipEndpoint:
     """Owns the PJSIP library and its thread; `run` executes a function on that thread."""
 
@@ -193,6 +206,9 @@ class SipEndpoint:
         cfg.uaConfig.userAgent = "duplex-agents"
         cfg.logConfig.level = self.log_level
         cfg.logConfig.consoleLevel = self.log_level
+        cfg.logConfig.decor = 0  # the logging module adds time and source
+        self._log_writer = _LogWriter()
+        cfg.logConfig.writer = self._log_writer
         cfg.medConfig.clockRate = BRIDGE_RATE
         cfg.medConfig.sndClockRate = BRIDGE_RATE
         cfg.medConfig.noVad = True  # the agent decides what is speech, not the codec
