@@ -98,6 +98,45 @@ async def test_a_spoken_call_from_baresip(whisper, record_property) -> None:
             await phone.aclose()
 
 
+async def test_barge_in_truncates_to_what_baresip_heard() -> None:
+    """The model keeps what the phone received before the cut, measured in baresip's recording."""
+    from duplex.agents import AgentInterrupted
+    from duplex.agents.testing import Reply
+
+    replies = [Reply(text="a long answer " * 20, audio_ms=6000), Reply(text="ok", audio_ms=200)]
+    mic = concat(
+        silence(0.5, 8000),
+        speak("Tell me a story.", 8000),
+        silence(2.0, 8000),
+        speak("Wait, stop please.", 8000),
+        silence(4.0, 8000),
+    )
+    async with sip_harness(lambda: ScriptedBackend(list(replies))) as h:
+        phone, _, session = await call_from_baresip(h, mic)
+        try:
+            backend = session.backend
+            assert isinstance(backend, ScriptedBackend)
+            interrupted = session.next_event(AgentInterrupted)
+            ev = await asyncio.wait_for(interrupted, 20)
+            truncate = await backend.session.wait_for_call("truncate")
+            cut = truncate.args["audio_end_ms"]
+            assert ev.played_ms == pytest.approx(cut, abs=1)
+            assert 300 < cut < 5000
+            await asyncio.sleep(0.5)
+            await phone.command("hangup")
+            await phone.wait_event("CALL_CLOSED")
+            heard_audio = phone.heard()
+            assert heard_audio is not None
+            pcm = heard_audio.data[:, 0].astype(np.int32)
+            loud = np.flatnonzero(np.abs(pcm) > 500)
+            heard_ms = 1000 * (loud[-1] - loud[0] + 1) / heard_audio.sample_rate
+            print(f"SIP barge-in: truncated at {cut} ms, baresip heard {heard_ms:.0f} ms")
+            # Sent = heard, give or take the jitter buffer and a frame or two.
+            assert cut - 60 <= heard_ms <= cut + 150, (heard_ms, cut)
+        finally:
+            await phone.aclose()
+
+
 def _first_loud(pcm: np.ndarray, rate: int, level: int = 500) -> float:
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > level)
     assert loud.size, "the phone heard nothing"
