@@ -285,11 +285,16 @@ class MediaStreamTransport(Transport):
         return self
 
     async def end_call(self) -> None:
-        """Hang up through the provider's API, then close the stream."""
+        """Hang up through the provider's API, then close the stream.
+
+        Without API credentials a Twilio call is still ended by closing the stream:
+        Twilio then runs the TwiML after ``<Connect>``, and ours has none.
+        """
         call = self._require_call()
-        if self.control is None:
+        if self.control is not None:
+            await self.control.hang_up(call.call_id)
+        elif self.dialect.provider != "twilio":
             raise ToolError("hanging up needs the provider's API credentials")
-        await self.control.hang_up(call.call_id)
         await self.aclose("agent_hung_up")
 
     async def transfer_call(self, target: str) -> None:
