@@ -24,7 +24,8 @@ from duplex.plugins.telephony import (
     TwilioCallControl,
 )
 
-from .provider import TELNYX_KEY, TWILIO_ACCOUNT, TWILIO_TOKEN, FakeProvider
+from .fake_api import FakeProvider
+from .provider import TELNYX_KEY, TWILIO_ACCOUNT, TWILIO_TOKEN
 
 TURN = TurnOptions(prefix_padding_ms=200, silence_duration_ms=400, min_speech_ms=100)
 

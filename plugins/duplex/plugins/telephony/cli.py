@@ -3,6 +3,8 @@
 Credentials come from the environment so they never sit in shell history:
 ``TWILIO_ACCOUNT_SID`` + ``TWILIO_AUTH_TOKEN`` (the token also checks webhook
 signatures), or ``TELNYX_API_KEY`` (+ ``TELNYX_PUBLIC_KEY`` for signatures).
+``DUPLEX_STREAM_KEY`` sets the key of the per-call stream tokens (random per
+process otherwise), for several processes behind one address.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def build_server(
         control=control,
         twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") if provider == "twilio" else None,
         telnyx_public_key=env.get("TELNYX_PUBLIC_KEY") if provider == "telnyx" else None,
+        # Processes behind one load balancer must share it (webhook on one, stream on another).
+        stream_key=env["DUPLEX_STREAM_KEY"].encode() if env.get("DUPLEX_STREAM_KEY") else None,
         **server_options,
     )
 
