@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak docs sysdeps clean
+.PHONY: demo test lint bench soak docs sysdeps clean phone-latency
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
+
+# Caller speech end -> first reply audio per phone path (Twilio, Telnyx, direct SIP).
+phone-latency: sysdeps $(STAMP)
+	$(PY) -m pytest tests/telephony/test_latency.py -m heavy -s -q
