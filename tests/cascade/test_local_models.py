@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from duplex.agents.errors import AudioFormatError
@@ -83,3 +84,12 @@ async def test_whisper_limits_and_formats(whisper_stt: WhisperSTT) -> None:
     with pytest.raises(STTOverflowError):
         await utt.push(silence(0.1))
     await utt.cancel()
+
+
+async def test_piper_audio_starts_with_speech(piper: PiperTTS) -> None:
+    for text in ("Hi.", "You said:", "I would like to order a pizza."):
+        frames = [f async for f in piper.synthesize(text)]
+        pcm = np.concatenate([f.data[:, 0] for f in frames]).astype(np.int32)
+        onset = int(np.flatnonzero(np.abs(pcm) > 0.01 * 32768)[0])
+        # Piper alone starts with ~30-60 ms of silence; a few ms of lead-in are kept.
+        assert 1000 * onset / piper.sample_rate <= 8.0, text

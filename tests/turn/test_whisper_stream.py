@@ -56,11 +56,12 @@ async def test_transcribed_audio_grows_linearly_with_the_utterance(stt: WhisperS
         await utt.finish()
         ratios.append(utt.samples_transcribed / audio.samples_per_channel)  # type: ignore[attr-defined]
     # Re-transcribing the growing buffer would pass ~repeats times more audio per sample.
-    assert max(ratios) <= 1.05 and max(ratios) - min(ratios) < 0.15, ratios
+    # Pieces are transcribed once; previews add at most ~one piece per second of tail.
+    assert max(ratios) <= 3.0, ratios
 
 
 async def test_long_unbroken_speech_is_cut_into_bounded_pieces() -> None:
-    stt = WhisperSTT(lanes=Lanes(), max_piece_s=2.0, settle_ms=10_000)
+    stt = WhisperSTT(lanes=Lanes(), max_piece_s=2.0, settle_ms=10_000, interim_every_s=None)
     session = await stt.connect()
     audio = speak("I would like to book a table for two people tonight at seven please.")
     partials: list[str] = []

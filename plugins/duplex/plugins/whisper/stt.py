@@ -8,7 +8,9 @@ in long unbroken speech, at the quietest moment once a piece reaches
 text before it as context; its text is then final. At the end of the turn only
 what has not settled yet is transcribed, on a lane of its own, so the caller
 waits for at most one short piece. Every clip's encoder cost is in proportion to
-its length (see `transcribe_clip`).
+its length (see `transcribe_clip`). For captions, the unsettled tail is also
+previewed every ``interim_every_s`` when the background lane is idle; previews
+cover at most one piece, so the total stays in proportion to the utterance.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class _Utterance(STTUtterance):
         self._pieces: list[_Piece] = []
         self._deferred = False
         self._ended = False
+        self._preview: Future[str] | None = None  # interim caption pass in flight
+        self._preview_end = 0
         #: Samples of audio given to the model for this utterance (padding excluded).
         self.samples_transcribed = 0
         #: Model passes run for this utterance.
@@ -121,6 +125,46 @@ class _Utterance(STTUtterance):
             self._cut(end)  # the caller paused: what came before has settled
         elif end - self._piece_start >= self._stt.max_piece_s * RATE:
             self._cut(self._quietest_cut(end))
+        else:
+            self._maybe_preview(end)
+
+    def _maybe_preview(self, end: int, every: float | None = None) -> None:
+        """Caption the unsettled tail now and then, with model time nobody else wants."""
+        every = self._stt.interim_every_s if every is None else every
+        if (
+            every is None
+            or self._on_partial is None
+            or self._preview is not None
+            or self._deferred
+            or end - max(self._piece_start, self._preview_end) < every * RATE
+            or self._stt.lanes.background_pending
+        ):
+            return
+        pieces = len(self._pieces)
+        start = self._piece_start
+        self._preview_end = end
+        try:
+            self._preview = self._stt.lanes.background(
+                lambda: self._run(self._audio[start:end].copy(), self._context(pieces))
+            )
+        except LaneFullError:
+            return
+        self._preview.add_done_callback(
+            lambda f: self._loop.call_soon_threadsafe(self._preview_done, f, pieces)
+        )
+
+    def _preview_done(self, fut: Future[str], pieces: int) -> None:
+        self._preview = None
+        if fut.cancelled() or fut.exception() is not None or self._ended:
+            return
+        if pieces != len(self._pieces) or self._on_partial is None:
+            return  # a piece settled meanwhile: its own text is newer
+        text = " ".join(t for t in (self._context(pieces), fut.result()) if t)
+        if text:
+            self._on_partial(text)
+        # Audio that arrived meanwhile (the caller may have gone quiet: no new frames).
+        if self._stt.interim_every_s is not None:
+            self._maybe_preview(len(self._levels) * _WINDOW, min(0.25, self._stt.interim_every_s))
 
     def _quietest_cut(self, end: int) -> int:
         """The quietest 20 ms in the last second: the least likely place to split a word."""
@@ -155,12 +199,13 @@ class _Utterance(STTUtterance):
     def _transcribe(self, piece: _Piece) -> str:
         """Runs on a worker thread; pieces of one utterance run in order."""
         clip = self._audio[piece.start : piece.end].copy()
-        context = self._context(self._pieces.index(piece))
+        piece.text = self._run(clip, self._context(self._pieces.index(piece)))
+        return piece.text
+
+    def _run(self, clip: npt.NDArray[np.float32], context: str) -> str:
         self.samples_transcribed += len(clip)
         self.passes += 1
-        text = transcribe_clip(self._stt.model, clip, context=context, language=self._stt.language)
-        piece.text = text
-        return text
+        return transcribe_clip(self._stt.model, clip, context=context, language=self._stt.language)
 
     def _piece_done(self) -> None:
         if self._on_partial is None or self._ended:
@@ -174,6 +219,8 @@ class _Utterance(STTUtterance):
         self._ended = True
         if self._voiced_since_cut and self._samples > self._piece_start:
             self._pieces.append(_Piece(self._piece_start, self._samples))
+        if self._preview is not None:
+            self._preview.cancel()  # a caption nobody will see; harmless if it already runs
         # Pieces still queued behind other calls' work are withdrawn and done here instead.
         todo = [p for p in self._pieces if p.future is None or p.future.cancel()]
         started = [p.future for p in self._pieces if p not in todo and p.future is not None]
@@ -193,6 +240,8 @@ class _Utterance(STTUtterance):
 
     async def cancel(self) -> None:
         self._ended = True
+        if self._preview is not None:
+            self._preview.cancel()
         for p in self._pieces:
             if p.future is not None:
                 p.future.cancel()
@@ -228,6 +277,7 @@ class WhisperSTT(STT):
         language: str | None = None,
         settle_ms: float = 160.0,
         max_piece_s: float = 5.0,
+        interim_every_s: float | None = 1.0,
         quiet_db: float = 25.0,
         max_utterance_s: float = 60.0,
         lanes: Lanes | None = None,
@@ -239,6 +289,7 @@ class WhisperSTT(STT):
         self.language = language
         self.settle_ms = settle_ms
         self.max_piece_s = max_piece_s
+        self.interim_every_s = interim_every_s
         self.quiet_db = quiet_db
         self.max_utterance_s = max_utterance_s
         self.quiet_ratio = 10 ** (-quiet_db / 20)
