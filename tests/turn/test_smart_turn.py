@@ -10,6 +10,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
+from bench.offline_speech import COMPLETE
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import ConfigurationError
 from duplex.agents.vad import EndOfTurnModel, SpeechEnd, TurnDetector, TurnOptions
@@ -19,7 +20,7 @@ from duplex.plugins.smart_turn.features import WINDOW_SAMPLES, features, last_wi
 from duplex.plugins.webrtcvad import WebRTCVAD
 
 from ..speech import silence, split
-from .utterances import PAUSED, paused
+from .utterances import PAUSED, paused, synth
 
 pytestmark = pytest.mark.skipif(bundled_model_path() is None, reason="needs pipecat-ai")
 
@@ -72,13 +73,16 @@ def test_features_match_pipecats_reference(seconds: float) -> None:
 async def test_complete_sentences_score_higher_than_ones_cut_mid_sentence(
     model: SmartTurn, piper: PiperTTS
 ) -> None:
-    clips = [await paused(piper, text) for text in PAUSED[:4]]
     rate = piper.sample_rate
-    whole = [model.probability(c.audio, rate) for c in clips]
-    cut = [model.probability(c.head, rate) for c in clips]
-    assert sum(p > 0.5 for p in whole) >= 3, whole
-    assert sum(p < 0.5 for p in cut) >= 3, cut
-    assert min(whole) > max(cut) or np.mean(whole) - np.mean(cut) > 0.5
+    quiet = np.zeros(int(0.3 * rate), np.int16)
+    whole = [
+        model.probability(np.concatenate([await synth(piper, text), quiet]), rate)
+        for text in COMPLETE[:6]
+    ]
+    cut = [model.probability((await paused(piper, text)).head, rate) for text in PAUSED]
+    assert sum(p > 0.5 for p in whole) >= 5, whole
+    assert sum(p < 0.5 for p in cut) >= 5, cut
+    assert np.mean(whole) - np.mean(cut) > 0.5, (whole, cut)
 
 
 class _Recording(EndOfTurnModel):
