@@ -159,8 +159,9 @@ class CascadeSession(BackendSession):
         def on_partial(text: str) -> None:
             if text:
                 self._emit(UserTranscript(item_id, text, final=False))
-                if self._preempt is not None:
-                    self._preempt.heard(text)
+                utt = self._utt
+                if self._preempt is not None and utt is not None and utt.item_id == item_id:
+                    self._preempt.heard(text)  # not for a turn already committed
 
         return on_partial
 
