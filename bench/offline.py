@@ -35,7 +35,7 @@ from duplex.agents.stages import STT, TTS, PartialCallback, STTSession, STTUtter
 from duplex.agents.testing.memory import MemoryAudioInput
 from duplex.agents.vad import EndOfTurnModel, TurnOptions
 
-from . import offline_cutoff
+from . import offline_cutoff, offline_stt
 from .offline_speech import COMPLETE, PAUSED, RATE, Utterance, synthesize
 
 Stages = tuple[STT, TTS]
@@ -303,10 +303,12 @@ async def main_async(quick: bool, levels: list[int], out: Path) -> Path:
             lvl = await run_level(label, n, turns, model, (stt, tts), complete)
             print("   ", _row(lvl), flush=True)
             rows.append(lvl)
+    print("speech-to-text finals...", flush=True)
+    stt_rows = await offline_stt.measure(complete, runs=2 if quick else 4)
     print("false cut-offs...", flush=True)
     cut_rule = await offline_cutoff.measure(paused, complete, None, "silence 500 ms")
     cut_model = await offline_cutoff.measure(paused, complete, smart, "Smart Turn")
-    md = _markdown(rows, cut_rule, cut_model, time.monotonic() - started, quick)
+    md = _markdown(rows, stt_rows, cut_rule, cut_model, time.monotonic() - started, quick)
     path = out / f"{dt.date.today().isoformat()}-offline.md"
     await asyncio.to_thread(_write, path, md)
     print(md)
@@ -320,6 +322,7 @@ def _write(path: Path, text: str) -> None:
 
 def _markdown(
     rows: list[Level],
+    stt_rows: list[offline_stt.SttRow],
     cut_rule: offline_cutoff.CutoffResult,
     cut_model: offline_cutoff.CutoffResult,
     took_s: float,
@@ -346,6 +349,11 @@ tests while this ran, so the figures are noisy (see the load column; 2 cores).
 
 {head}
 {chr(10).join(_row(r) for r in rows)}
+
+## Speech-to-text: the final after the turn ends (one caller)
+
+{offline_stt.MARKDOWN_HEADER}
+{chr(10).join(r.markdown_row() for r in stt_rows)}
 
 ## False cut-offs
 
