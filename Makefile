@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.run --offline
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
