@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1 and 10 sessions, short windows")
+    parser.add_argument(
+        "--offline", action="store_true", help="the offline default's turn-taking section only"
+    )
     parser.add_argument("--levels", type=int, nargs="+", help="session counts for every framework")
     parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit"])
     parser.add_argument("--extra", type=int, nargs="*", help="further levels for duplex alone")
@@ -251,7 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not raise the benchmark's priority over other load",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.offline:
+        from . import offline
+
+        return offline.main(rest + (["--quick"] if args.quick else []))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     quick = args.quick
     plan = Plan(
         levels=args.levels or ([1, 10] if quick else [1, 10, 50, 100]),

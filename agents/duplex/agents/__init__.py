@@ -40,7 +40,7 @@ from .resample import Resampler
 from .session import AgentSession
 from .tools import FunctionTool, function_tool
 from .transport import AudioInput, AudioOutput, QueuedAudioInput, Transport
-from .vad import VAD, EnergyVAD, TurnDetector, TurnOptions, VADStream
+from .vad import VAD, EndOfTurnModel, EnergyVAD, TurnDetector, TurnOptions, VADStream
 
 __all__ = [
     "VAD",
@@ -62,6 +62,7 @@ __all__ = [
     "Conversation",
     "ConversationItemAdded",
     "DuplexError",
+    "EndOfTurnModel",
     "EnergyVAD",
     "FrameChunker",
     "FunctionCall",
