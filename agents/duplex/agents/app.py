@@ -45,6 +45,7 @@ __all__ = [
     "BACKEND_GROUP",
     "COMMAND_GROUP",
     "DIST_NAME",
+    "TESTING_BACKEND_GROUP",
     "AppContext",
     "AppKind",
     "AppLoadError",
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 
 DIST_NAME = "duplex-agents"
 BACKEND_GROUP = "duplex.backends"
+#: Backends for tests (the scripted one): selectable by name, never offered in listings.
+TESTING_BACKEND_GROUP = "duplex.backends.testing"
 COMMAND_GROUP = "duplex.commands"
 
 AppKind = Literal["entrypoint", "create_session", "agent"]
@@ -364,11 +367,12 @@ def choose_backend(name: str | None = None, *, environ: Mapping[str, str] | None
     if name is None:
         name, reason = _default_backend_name(env)
     found = {ep.name: ep for ep in entry_points(group=BACKEND_GROUP)}
-    if name not in found:
+    hidden = {ep.name: ep for ep in entry_points(group=TESTING_BACKEND_GROUP)}
+    if name not in found and name not in hidden:
         raise ConfigurationError(
             f"unknown backend {name!r}; installed backends: {', '.join(sorted(found)) or 'none'}"
         )
-    factory = load_entry_point(found[name], what="backend")
+    factory = load_entry_point(found.get(name) or hidden[name], what="backend")
     if not callable(factory):
         raise ConfigurationError(f"backend entry point {name!r} is not callable")
     try:

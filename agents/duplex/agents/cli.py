@@ -19,6 +19,8 @@ from typing import Any, TypeAlias
 
 from .app import COMMAND_GROUP, AppLoadError, load_entry_point, missing_extra_error
 from .errors import DuplexError
+from .logs import LOG_FORMATS, configure_logging, split_log_options
+from .version import __version__
 
 __all__ = ["Handler", "Subparsers", "add_app_arguments", "build_parser", "main"]
 
@@ -71,11 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent", description="Run duplex voice agents: playground, LiveKit worker, console."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Taken out of argv before parsing (see `split_log_options`), so they work anywhere on the
+    # line; listed here for --help.
     parser.add_argument(
         "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="logging verbosity (default: info)",
+        metavar="LEVEL",
+        help="debug|info|warning|error, optionally with per-logger levels (info,aioice=debug); "
+        "anywhere on the line; default: $DUPLEX_LOG_LEVEL or info",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text or json (one object per line, with session_id); default: "
+        "$DUPLEX_LOG_FORMAT or text",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _register_commands(subparsers)
@@ -91,12 +102,14 @@ def _report(error: BaseException) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        level, fmt, rest = split_log_options(sys.argv[1:] if argv is None else argv)
+        configure_logging(level, fmt)
+    except ValueError as e:
+        print(f"agent: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    args = parser.parse_args(rest)
     run: Handler | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()

@@ -6,6 +6,7 @@ which fields are null or missing; everything here is read defensively.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -206,7 +207,11 @@ class ChatCompletionsLLM(LLM):
                 finally:
                     if not finished:
                         resp.close()  # drop the socket so the server stops generating
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
+        except (
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientConnectionError,
+            asyncio.TimeoutError,
+        ) as e:
             if finished:
                 return
             where = " mid-tool-call" if calls.calls else ""

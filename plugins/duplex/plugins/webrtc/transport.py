@@ -212,7 +212,7 @@ class WebRTCTransport(Transport):
             except MediaStreamError:
                 self._close_soon("track_ended")
                 return
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self._close_soon("media_timeout")
                 return
             if isinstance(frame, av.AudioFrame):
@@ -221,7 +221,7 @@ class WebRTCTransport(Transport):
     async def _watch_connect(self) -> None:
         try:
             await asyncio.wait_for(self._connected.wait(), self.connect_timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self._close_soon("connect_timeout")
 
     def _on_connection_state(self) -> None:
