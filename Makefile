@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs sysdeps clean
+.PHONY: demo test lint bench docs sysdeps clean test-pythons
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The unit tests on the oldest and newest supported Pythons (PYTHONS="3.10 3.13"), one venv each.
+test-pythons: sysdeps
+	bash scripts/pythons.sh
+
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
 
@@ -36,4 +40,4 @@ docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-py* site .pytest_cache .mypy_cache .ruff_cache

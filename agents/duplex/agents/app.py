@@ -372,11 +372,24 @@ def choose_backend(name: str | None = None, *, environ: Mapping[str, str] | None
         raise ConfigurationError(
             f"unknown backend {name!r}; installed backends: {', '.join(sorted(found)) or 'none'}"
         )
-    factory = load_entry_point(found.get(name) or hidden[name], what="backend")
-    if not callable(factory):
-        raise ConfigurationError(f"backend entry point {name!r} is not callable")
+    ep = found.get(name) or hidden[name]
     try:
+        factory = load_entry_point(ep, what="backend")
+        if not callable(factory):
+            raise ConfigurationError(f"backend entry point {name!r} is not callable")
         backend = factory()
+    except (ImportError, MissingExtraError) as e:
+        # The entry point names the extra that makes this backend whole (``offline`` needs
+        # ``[local]``: Whisper, Piper and the VAD), which beats the one of a single module.
+        if not ep.extras:
+            raise
+        wanted = ", ".join(ep.extras)
+        raise MissingExtraError(
+            f"backend {name!r} needs {getattr(e, 'name', None) or getattr(e, 'module', None)!r}, "
+            f"which is not installed: pip install '{DIST_NAME}[{wanted}]'",
+            extra=ep.extras[0],
+            module=getattr(e, "name", None) or getattr(e, "module", None),
+        ) from e
     except ConfigurationError:
         raise
     except Exception as e:

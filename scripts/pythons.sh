@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run the unit tests on each supported Python (oldest and newest by default), each in its own venv.
+# Interpreters come from the machine: pythonX.Y on PATH, pyenv's versions, or `uv python find`
+# (PyPI's uv cannot download interpreters here: only the package registries are reachable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHONS=${PYTHONS:-"3.10 3.13"}
+EXTRAS=${EXTRAS:-"dev,openai,webrtcvad,silero,webrtc"}
+# The unit tests: the core's and the OpenAI backend's against its protocol-exact test server.
+TESTS=${TESTS:-"tests/test_app.py tests/test_audio.py tests/test_cli.py tests/test_conversation.py
+  tests/test_logs.py tests/test_session.py tests/test_tools.py tests/test_vad.py tests/openai"}
+
+find_python() {
+  local v=$1 p
+  for p in "python$v" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" \
+           /usr/bin/python"$v" /usr/local/bin/python"$v"; do
+    if "$p" -c 'import sys, venv' >/dev/null 2>&1; then echo "$p"; return 0; fi
+  done
+  if command -v uv >/dev/null && p=$(uv python find "$v" 2>/dev/null); then echo "$p"; return 0; fi
+  return 1
+}
+
+for v in $PYTHONS; do
+  py=$(find_python "$v") || { echo "pythons: no Python $v on this machine (PATH, pyenv, uv)" >&2; exit 1; }
+  venv=".venv-py$v"
+  echo "== Python $v ($py) in $venv"
+  if [ ! -f "$venv/.installed" ] || [ pyproject.toml -nt "$venv/.installed" ]; then
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e ".[$EXTRAS]"
+    touch "$venv/.installed"
+  fi
+  # shellcheck disable=SC2086
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider $TESTS
+done
