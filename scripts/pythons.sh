@@ -24,11 +24,12 @@ for v in $PYTHONS; do
   py=$(find_python "$v") || { echo "pythons: no Python $v on this machine (PATH, pyenv, uv)" >&2; exit 1; }
   venv=".venv-py$v"
   echo "== Python $v ($py) in $venv"
-  if [ ! -f "$venv/.installed" ] || [ pyproject.toml -nt "$venv/.installed" ]; then
+  stamp=$(cat pyproject.toml | sha1sum | cut -c1-16)-$EXTRAS
+  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e ".[$EXTRAS]"
-    touch "$venv/.installed"
+    echo "$stamp" > "$venv/.installed"
   fi
   # shellcheck disable=SC2086
   "$venv/bin/python" -m pytest -q -p no:cacheprovider $TESTS

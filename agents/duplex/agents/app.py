@@ -54,6 +54,7 @@ __all__ = [
     "PortInUseError",
     "choose_backend",
     "default_backend_name",
+    "default_vad",
     "extra_for_module",
     "load_app",
     "load_entry_point",
@@ -68,6 +69,9 @@ BACKEND_GROUP = "duplex.backends"
 #: Backends for tests (the scripted one): selectable by name, never offered in listings.
 TESTING_BACKEND_GROUP = "duplex.backends.testing"
 COMMAND_GROUP = "duplex.commands"
+#: VAD factories; every command gives a session that names no VAD the ``webrtc`` one.
+VAD_GROUP = "duplex.vads"
+DEFAULT_VAD = "webrtc"
 
 AppKind = Literal["entrypoint", "create_session", "agent"]
 
@@ -125,7 +129,13 @@ class AppSpec:
     async def start(
         self, transport: Transport, backend: Backend, **session_options: Any
     ) -> AgentSession:
-        """Build this app's session for one call and start it on ``transport``."""
+        """Build this app's session for one call and start it on ``transport``.
+
+        A session the command builds (not ``create_session``'s own) gets `default_vad`
+        unless ``session_options`` names a VAD, so every command turns the same way.
+        """
+        if "vad" not in session_options and self.kind != "create_session":
+            session_options = {**session_options, "vad": default_vad()}
         if self.kind == "entrypoint":
             ctx = AppContext(transport, backend, session_options)
             await self.target(ctx)
@@ -206,6 +216,7 @@ def _classify(name: str, obj: object, module: ModuleType) -> AppSpec:
     if inspect.isclass(obj):
         if not issubclass(obj, Agent):
             raise AppLoadError(f"{name} is a class but not an Agent subclass")
+        _check_constructs(name, obj)
         return AppSpec(name, "agent", obj, module)
     if not callable(obj):
         raise AppLoadError(f"{name} is a {type(obj).__name__}, not an agent or a function")
@@ -213,6 +224,19 @@ def _classify(name: str, obj: object, module: ModuleType) -> AppSpec:
     if getattr(obj, "__name__", "") == "create_session" or not inspect.iscoroutinefunction(obj):
         return AppSpec(name, "create_session", obj, module)
     return AppSpec(name, "entrypoint", obj, module)
+
+
+def _check_constructs(name: str, cls: type[Agent]) -> None:
+    """Build the agent once at start-up: a constructor that needs arguments (or raises) is
+    reported now, not when the first caller is already on the line. Each call gets its own."""
+    try:
+        cls()
+    except Exception as e:
+        raise AppLoadError(
+            f"{name}() failed: {type(e).__name__}: {e}. An app's Agent is built once per call "
+            "with no arguments; give its parameters defaults, or write "
+            "`async def entrypoint(ctx)` that builds it"
+        ) from e
 
 
 def _looks_like_path(target: str) -> bool:
@@ -402,6 +426,23 @@ def choose_backend(name: str | None = None, *, environ: Mapping[str, str] | None
         )
     log.info("backend: %s (%s)", name, reason)
     return backend
+
+
+# --- VAD ---------------------------------------------------------------------------------
+def default_vad() -> Any | None:
+    """WebRTC's VAD when its extra is installed, else None (the session's energy VAD).
+
+    A browser or laptop microphone is noisier than the energy detector likes; this is the
+    one default for `agent dev`, `console`, `join` and `run`.
+    """
+    for ep in entry_points(group=VAD_GROUP):
+        if ep.name == DEFAULT_VAD:
+            try:
+                factory = ep.load()
+            except ImportError:
+                return None
+            return factory()
+    return None
 
 
 # --- servers ------------------------------------------------------------------------------

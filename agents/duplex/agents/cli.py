@@ -10,6 +10,7 @@ install instead of failing with a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import traceback
@@ -17,7 +18,13 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, TypeAlias
 
-from .app import COMMAND_GROUP, AppLoadError, load_entry_point, missing_extra_error
+from .app import (
+    COMMAND_GROUP,
+    AppLoadError,
+    PortInUseError,
+    load_entry_point,
+    missing_extra_error,
+)
 from .errors import DuplexError
 from .logs import LOG_FORMATS, configure_logging, split_log_options
 from .version import __version__
@@ -110,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(rest)
+    # For commands that re-run themselves (``dev --reload``): the line as given.
+    args.log_level, args.log_format, args.argv = level, fmt, rest
     run: Handler | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()
@@ -121,6 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DuplexError as e:
         _report(e)
+        return 2
+    except OSError as e:
+        # Any server a command starts (playground, worker health or metrics endpoint).
+        if e.errno != errno.EADDRINUSE and "address already in use" not in str(e).lower():
+            raise
+        _report(
+            PortInUseError(
+                f"{e.strerror or e}; stop the other server or pick another port "
+                "(--port, --metrics-port; 0 picks a free one)"
+            )
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -24,10 +24,17 @@ def register(subparsers: Subparsers) -> None:
     add_app_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any free)")
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a .py file under the app's folder changes (needs watchfiles)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.reload:
+        return _run_reloading(args)
     spec = load_app(args.app)
     backend = choose_backend(args.backend)
     name = args.backend or default_backend_name()
@@ -38,5 +45,43 @@ def run(args: argparse.Namespace) -> int:
 
     asyncio.run(
         serve(spec, backend, host=args.host, port=args.port, backend_name=name, on_ready=ready)
+    )
+    return 0
+
+
+def _run_reloading(args: argparse.Namespace) -> int:
+    """Serve from a child process that watchfiles restarts on every change of the app's code.
+
+    The child is the same command without ``--reload``; the app is checked here first so a
+    broken app fails fast instead of restarting in a loop.
+    """
+    import shlex
+    import sys
+    from pathlib import Path
+
+    try:
+        import watchfiles
+    except ModuleNotFoundError as e:
+        from duplex.agents.app import missing_extra_error
+
+        raise missing_extra_error(e, context="agent dev --reload") from e
+    load_app(args.app)
+    app_path = Path(args.app.rpartition(":")[0] if ":" in args.app else args.app)
+    root = app_path.parent if app_path.suffix == ".py" else Path.cwd()
+    argv = [a for a in args.argv if a != "--reload"]
+    if args.log_level:
+        argv += ["--log-level", args.log_level]
+    if args.log_format:
+        argv += ["--log-format", args.log_format]
+    command = shlex.join([sys.executable, "-m", "duplex.agents.cli", *argv])
+    print(f"duplex: watching {root.resolve()} for changes", flush=True)
+    watchfiles.run_process(
+        root,
+        target=command,
+        target_type="command",
+        watch_filter=watchfiles.PythonFilter(),
+        callback=lambda changes: print(f"duplex: {len(changes)} change(s), restarting", flush=True),
+        sigint_timeout=5,
+        sigkill_timeout=5,
     )
     return 0

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from duplex.agents.app import AppSpec
+from duplex.agents.app import AppSpec, default_vad
 from duplex.agents.backend import Backend
 
 from .server import ClosableSession, PlaygroundServer, SessionFactory
@@ -18,16 +18,6 @@ from .transport import WebRTCTransport
 __all__ = ["app_factory", "default_vad", "serve"]
 
 log = logging.getLogger(__name__)
-
-
-#: Session events the session does not hand to `Transport.publish` itself but the page shows.
-def default_vad() -> Any | None:
-    """WebRTC's VAD when its extra is installed: a browser mic is noisier than EnergyVAD likes."""
-    try:
-        from duplex.plugins.webrtcvad import WebRTCVAD
-    except ImportError:
-        return None
-    return WebRTCVAD()
 
 
 def app_factory(spec: AppSpec, backend: Backend, **session_options: Any) -> SessionFactory:
@@ -53,8 +43,6 @@ async def serve(
 ) -> None:
     """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly."""
     options = dict(session_options or {})
-    if "vad" not in options and spec.kind != "create_session":
-        options["vad"] = default_vad()
     server = PlaygroundServer(
         app_factory(spec, backend, **options),
         host=host,
