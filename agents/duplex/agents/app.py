@@ -52,6 +52,7 @@ __all__ = [
     "AppSpec",
     "MissingExtraError",
     "PortInUseError",
+    "Prepare",
     "choose_backend",
     "default_backend_name",
     "default_vad",
@@ -74,6 +75,8 @@ VAD_GROUP = "duplex.vads"
 DEFAULT_VAD = "webrtc"
 
 AppKind = Literal["entrypoint", "create_session", "agent"]
+#: A hook run on each call's session and transport before the session starts.
+Prepare = Callable[[AgentSession, Transport], None]
 
 
 class AppLoadError(ConfigurationError):
@@ -103,6 +106,8 @@ class AppContext:
     #: Session options the command was given (e.g. a VAD); ``start`` merges them in.
     session_options: Mapping[str, Any] = field(default_factory=dict)
     session: AgentSession | None = None
+    #: Called with the session and transport just before the session starts (recorders).
+    prepare: Prepare | None = None
 
     async def start(self, agent: Agent, **options: Any) -> AgentSession:
         """Create the session for this call with ``agent`` and start it on the transport."""
@@ -112,7 +117,7 @@ class AppContext:
             agent=agent, backend=self.backend, **{**self.session_options, **options}
         )
         self.session = session
-        await _start(session, self.transport)
+        await _start(session, self.transport, self.prepare)
         return session
 
 
@@ -127,7 +132,12 @@ class AppSpec:
     module: ModuleType
 
     async def start(
-        self, transport: Transport, backend: Backend, **session_options: Any
+        self,
+        transport: Transport,
+        backend: Backend,
+        *,
+        prepare: Prepare | None = None,
+        **session_options: Any,
     ) -> AgentSession:
         """Build this app's session for one call and start it on ``transport``.
 
@@ -137,7 +147,7 @@ class AppSpec:
         if "vad" not in session_options and self.kind != "create_session":
             session_options = {**session_options, "vad": default_vad()}
         if self.kind == "entrypoint":
-            ctx = AppContext(transport, backend, session_options)
+            ctx = AppContext(transport, backend, session_options, prepare=prepare)
             await self.target(ctx)
             if ctx.session is None:
                 raise AppLoadError(
@@ -154,15 +164,26 @@ class AppSpec:
                 raise AppLoadError(
                     f"{self.name} returned {type(made).__name__}, expected an AgentSession"
                 )
-            await _start(made, transport)
+            await _start(made, transport, prepare)
             return made
         session = AgentSession(agent=self.target(), backend=backend, **session_options)
-        await _start(session, transport)
+        await _start(session, transport, prepare)
         return session
 
 
-async def _start(session: AgentSession, transport: Transport) -> None:
-    """Start, or close what was half started: a failed start leaves no task behind."""
+async def _start(
+    session: AgentSession, transport: Transport, prepare: Prepare | None = None
+) -> None:
+    """Start, or close what was half started: a failed start leaves no task behind.
+
+    A transport that names its call (``session_id``, as the playground's does) gives the
+    session that id, so the page, the logs and recordings all say the same.
+    """
+    call_id = getattr(transport, "session_id", None)
+    if isinstance(call_id, str) and call_id:
+        session.id = call_id
+    if prepare is not None:
+        prepare(session, transport)
     try:
         await session.start(transport)
     except BaseException:

@@ -29,6 +29,13 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="restart when a .py file under the app's folder changes (needs watchfiles)",
     )
+    parser.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="save every call to DIR: <call id>.json (the conversation) and .wav "
+        "(left: caller, right: agent as heard)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -44,7 +51,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"  app {spec.name} on backend {name}; Ctrl+C to stop", flush=True)
 
     asyncio.run(
-        serve(spec, backend, host=args.host, port=args.port, backend_name=name, on_ready=ready)
+        serve(
+            spec,
+            backend,
+            host=args.host,
+            port=args.port,
+            backend_name=name,
+            record_dir=args.record,
+            on_ready=ready,
+        )
     )
     return 0
 

@@ -7,24 +7,46 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from duplex.agents.app import AppSpec, default_vad
+from duplex.agents.app import AppSpec
+from duplex.agents.app import default_vad as _default_vad
 from duplex.agents.backend import Backend
+from duplex.agents.recorder import SessionRecorder
+from duplex.agents.session import AgentSession
+from duplex.agents.transport import Transport
 
 from .server import ClosableSession, PlaygroundServer, SessionFactory
 from .transport import WebRTCTransport
 
 __all__ = ["app_factory", "default_vad", "serve"]
 
+default_vad = _default_vad  # kept for callers that imported it from here
+
 log = logging.getLogger(__name__)
 
 
-def app_factory(spec: AppSpec, backend: Backend, **session_options: Any) -> SessionFactory:
-    """A `SessionFactory` that runs ``spec`` on ``backend`` for each new peer."""
+def app_factory(
+    spec: AppSpec,
+    backend: Backend,
+    *,
+    record_dir: str | Path | None = None,
+    on_recorded: Callable[[Path, Path], None] | None = None,
+    **session_options: Any,
+) -> SessionFactory:
+    """A `SessionFactory` that runs ``spec`` on ``backend`` for each new peer.
+
+    With ``record_dir`` every call is saved there by a `SessionRecorder` when it ends
+    (``on_recorded(json_path, wav_path)`` is told).
+    """
+
+    def prepare(session: AgentSession, transport: Transport) -> None:
+        if record_dir is not None:
+            SessionRecorder(record_dir, on_saved=on_recorded).attach(session, transport)
 
     async def start(transport: WebRTCTransport) -> ClosableSession:
-        session = await spec.start(transport, backend, **session_options)
+        session = await spec.start(transport, backend, prepare=prepare, **session_options)
         return session
 
     return start
@@ -38,13 +60,14 @@ async def serve(
     port: int = 8080,
     backend_name: str | None = None,
     session_options: dict[str, Any] | None = None,
+    record_dir: str | Path | None = None,
     on_ready: Callable[[PlaygroundServer], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly."""
     options = dict(session_options or {})
     server = PlaygroundServer(
-        app_factory(spec, backend, **options),
+        app_factory(spec, backend, record_dir=record_dir, **options),
         host=host,
         port=port,
         info={"app": spec.name, "backend": backend_name or type(backend).__name__},
