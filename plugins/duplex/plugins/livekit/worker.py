@@ -47,6 +47,8 @@ class WorkerConfig:
     output_buffer_ms: float = 200.0
     #: Accept at most this many concurrent jobs (load = jobs / max_jobs); None: CPU load.
     max_jobs: int | None = None
+    #: Trace and measure each session (OpenTelemetry; the ``otel`` extra).
+    telemetry: bool = False
 
 
 def prewarm(config: WorkerConfig, proc: JobProcess) -> None:
@@ -92,7 +94,12 @@ async def run_job(config: WorkerConfig, ctx: JobContext) -> None:
         output_rate=caps.output_sample_rate,
         output_buffer_ms=config.output_buffer_ms,
     )
-    session = await spec.start(transport, backend)
+    prepare = None
+    if config.telemetry:
+        from duplex.agents.telemetry import SessionTelemetry
+
+        prepare = SessionTelemetry(backend_name=config.backend).prepare
+    session = await spec.start(transport, backend, prepare=prepare)
 
     async def close(reason: str) -> None:
         await session.aclose(f"job shutdown: {reason}")
@@ -114,6 +121,7 @@ def build_server(
     drain_timeout: int = 600,
     host: str = "",
     port: int | None = None,
+    prometheus_port: int | None = None,
 ) -> AgentServer:
     """An `AgentServer` whose jobs run ``config.app``; ``devmode`` keeps jobs in threads."""
     from livekit import agents
@@ -142,6 +150,8 @@ def build_server(
         options["load_threshold"] = load_threshold if load_threshold > 0 else math.inf
     if port is not None:
         options["port"] = port
+    if prometheus_port is not None:
+        options["prometheus_port"] = prometheus_port
     server = agents.AgentServer(**options)
     server.rtc_session(
         functools.partial(run_job, config),

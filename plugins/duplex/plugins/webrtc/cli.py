@@ -7,6 +7,7 @@ import asyncio
 
 from duplex.agents.app import choose_backend, default_backend_name, load_app
 from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.telemetry_env import telemetry_wanted
 
 from .playground import serve
 from .server import PlaygroundServer
@@ -36,6 +37,13 @@ def register(subparsers: Subparsers) -> None:
         help="save every call to DIR: <call id>.json (the conversation) and .wav "
         "(left: caller, right: agent as heard)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (0: any free; needs the otel extra); "
+        "traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+    )
     parser.set_defaults(run=run)
 
 
@@ -46,9 +54,20 @@ def run(args: argparse.Namespace) -> int:
     backend = choose_backend(args.backend)
     name = args.backend or default_backend_name()
 
+    hooks = []
+    metrics_url = None
+    if args.metrics_port is not None or telemetry_wanted():
+        from duplex.agents.telemetry import SessionTelemetry, setup_telemetry
+
+        setup = setup_telemetry(metrics_port=args.metrics_port, metrics_host=args.host)
+        metrics_url = setup.metrics_url
+        hooks.append(SessionTelemetry(backend_name=name).prepare)
+
     def ready(server: PlaygroundServer) -> None:
         print(f"duplex playground: {server.url}", flush=True)
         print(f"  app {spec.name} on backend {name}; Ctrl+C to stop", flush=True)
+        if metrics_url:
+            print(f"  metrics: {metrics_url}", flush=True)
 
     asyncio.run(
         serve(
@@ -58,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             backend_name=name,
             record_dir=args.record,
+            prepare=hooks,
             on_ready=ready,
         )
     )

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from duplex.agents.app import AppSpec
+from duplex.agents.app import AppSpec, Prepare
 from duplex.agents.app import default_vad as _default_vad
 from duplex.agents.backend import Backend
 from duplex.agents.recorder import SessionRecorder
@@ -33,20 +33,24 @@ def app_factory(
     *,
     record_dir: str | Path | None = None,
     on_recorded: Callable[[Path, Path], None] | None = None,
+    prepare: Sequence[Prepare] = (),
     **session_options: Any,
 ) -> SessionFactory:
     """A `SessionFactory` that runs ``spec`` on ``backend`` for each new peer.
 
     With ``record_dir`` every call is saved there by a `SessionRecorder` when it ends
-    (``on_recorded(json_path, wav_path)`` is told).
+    (``on_recorded(json_path, wav_path)`` is told). ``prepare`` hooks (e.g.
+    `SessionTelemetry.prepare`) see each session before it starts.
     """
 
-    def prepare(session: AgentSession, transport: Transport) -> None:
+    def prepare_all(session: AgentSession, transport: Transport) -> None:
         if record_dir is not None:
             SessionRecorder(record_dir, on_saved=on_recorded).attach(session, transport)
+        for hook in prepare:
+            hook(session, transport)
 
     async def start(transport: WebRTCTransport) -> ClosableSession:
-        session = await spec.start(transport, backend, prepare=prepare, **session_options)
+        session = await spec.start(transport, backend, prepare=prepare_all, **session_options)
         return session
 
     return start
@@ -61,13 +65,14 @@ async def serve(
     backend_name: str | None = None,
     session_options: dict[str, Any] | None = None,
     record_dir: str | Path | None = None,
+    prepare: Sequence[Prepare] = (),
     on_ready: Callable[[PlaygroundServer], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly."""
     options = dict(session_options or {})
     server = PlaygroundServer(
-        app_factory(spec, backend, record_dir=record_dir, **options),
+        app_factory(spec, backend, record_dir=record_dir, prepare=prepare, **options),
         host=host,
         port=port,
         info={"app": spec.name, "backend": backend_name or type(backend).__name__},
