@@ -34,7 +34,8 @@ COMPILE_ONLY = ("docs/backends/", "docs/architecture.md", "docs/performance.md",
 
 
 def _pages() -> list[str]:
-    pages = ["README.md"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))
+    docs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))
+    pages = ["README.md", *docs]
     return [p for p in pages if BLOCK.search((ROOT / p).read_text())]
 
 
