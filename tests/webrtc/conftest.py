@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 import soxr
 
 from duplex.agents.app import AppSpec, load_app
@@ -37,7 +38,7 @@ def speech_wav(path: Path, text: str, *, lead_s: float = 0.6, tail_s: float = 8.
 
 def silence_wav(path: Path, seconds: float) -> Path:
     """A silent microphone (Chromium's default fake device beeps, which a VAD hears)."""
-    write_wav(path, silence(seconds, 48000))
+    sf.write(path, np.zeros(round(48000 * seconds), np.int16), 48000, subtype="PCM_16")
     return path
 
 

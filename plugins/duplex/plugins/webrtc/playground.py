@@ -20,11 +20,37 @@ from duplex.agents.transport import Transport
 from .server import ClosableSession, PlaygroundServer, SessionFactory
 from .transport import WebRTCTransport
 
-__all__ = ["app_factory", "default_vad", "serve"]
+__all__ = ["app_factory", "default_vad", "describe_backend", "serve"]
 
 default_vad = _default_vad  # kept for callers that imported it from here
 
 log = logging.getLogger(__name__)
+
+
+_LABELS = {"WhisperSTT": "Whisper", "EchoLLM": "echo", "PiperTTS": "Piper"}
+_LABELS["ChatCompletionsLLM"] = ""  # its model name says it
+
+
+def _stage_label(stage: object) -> str:
+    name = type(stage).__name__
+    label = _LABELS.get(name, name)
+    model = getattr(stage, "model", None)
+    if name == "WhisperSTT":
+        path = getattr(stage, "model_path", None)
+        model = Path(path).name if path else "tiny.en"  # the whisper extra's bundled model
+    if not isinstance(model, str) or not model:
+        return label
+    return f"{label} {model}".strip()
+
+
+def describe_backend(backend: Backend) -> str:
+    """What the page says the agent is made of, e.g. ``Whisper tiny.en → echo → Piper``."""
+    stages = [getattr(backend, n, None) for n in ("stt", "llm", "tts")]
+    if all(s is not None for s in stages):
+        return " → ".join(_stage_label(s) for s in stages)
+    model = getattr(backend, "model", None)
+    name = type(backend).__name__
+    return f"{name} ({model})" if isinstance(model, str) else name
 
 
 def app_factory(
@@ -75,7 +101,11 @@ async def serve(
         app_factory(spec, backend, record_dir=record_dir, prepare=prepare, **options),
         host=host,
         port=port,
-        info={"app": spec.name, "backend": backend_name or type(backend).__name__},
+        info={
+            "app": spec.name,
+            "backend": backend_name or type(backend).__name__,
+            "parts": describe_backend(backend),
+        },
     )
     await backend.prewarm()
     await server.start()
