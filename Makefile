@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs sysdeps clean test-pythons
+.PHONY: demo test lint bench docs sysdeps clean test-pythons wheel-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 # The unit tests on the oldest and newest supported Pythons (PYTHONS="3.10 3.13"), one venv each.
 test-pythons: sysdeps
 	bash scripts/pythons.sh
+
+# The wheel in clean venvs: the quickstart app answers a peer; extras work alone (slow: downloads).
+wheel-check: sysdeps $(STAMP)
+	$(PY) -m pytest -q -m heavy tests/test_wheel.py
 
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
