@@ -8,7 +8,8 @@ PYTHONS=${PYTHONS:-"3.10 3.13"}
 EXTRAS=${EXTRAS:-"dev,openai,webrtcvad,silero,webrtc"}
 # The unit tests: the core's and the OpenAI backend's against its protocol-exact test server.
 TESTS=${TESTS:-"tests/test_app.py tests/test_audio.py tests/test_cli.py tests/test_conversation.py
-  tests/test_logs.py tests/test_session.py tests/test_tools.py tests/test_vad.py tests/openai"}
+  tests/test_logs.py tests/test_recorder.py tests/test_cli_fixes.py tests/test_session.py
+  tests/test_tools.py tests/test_vad.py tests/openai"}
 
 find_python() {
   local v=$1 p
