@@ -7,6 +7,7 @@ the same two signals recorded in the page and measured in Python.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.webrtc.cdp import Browser, Page, chromium_available
-from tests.webrtc.conftest import EXAMPLE_ARG, offline, silence_wav, wav_b64
+from tests.webrtc.conftest import EXAMPLE_ARG, offline, silence_wav, speech_wav, wav_b64
 from tests.webrtc.screenshots import save_screenshot
 
 pytestmark = [
@@ -174,6 +175,33 @@ async def test_playground_tells_the_truth_call_after_call(tmp_path: Path) -> Non
             save_screenshot(await page.screenshot(), "playground.png", tmp_path)
             errors = [c for c in page.console if "error" in c.lower()]
             assert errors == [], errors
+        finally:
+            await browser.close()
+
+
+async def test_mute_silences_the_microphone_the_agent_hears(tmp_path: Path) -> None:
+    talk = "Good morning. I would like to hear about the weather today, and then about the sea."
+    mic = speech_wav(tmp_path / "mic.wav", talk, lead_s=0.5, tail_s=2.0)
+    async with dev_server() as server:
+        browser = await Browser.launch(fake_audio=mic)
+        try:
+            page = await browser.new_page(server.url + "?echo=0")
+            await page.evaluate("duplexTest.setMuted(true)")  # muted before the mic opens
+            await connect(page)
+            await page.evaluate("duplexTest.startLatencyRecording()")
+            # Nothing marks "no audio"; record while the file's speech is playing.
+            await asyncio.sleep(2.5)
+            rec = await page.evaluate("duplexTest.stopLatencyRecording()", timeout=30)
+            sent = np.frombuffer(base64.b64decode(rec["mic"]), dtype=np.int16)
+            assert len(sent) > rec["rate"] and np.abs(sent).max() == 0  # muted: silence sent
+            await page.evaluate("duplexTest.setMuted(false)")
+            await page.evaluate(
+                "new Promise((resolve, reject) => { const t0 = Date.now();"
+                " const t = setInterval(() => { if (duplexTest.micLevel() > 0.01) {"
+                " clearInterval(t); resolve(); } else if (Date.now() - t0 > 15000) {"
+                " clearInterval(t); reject(new Error('mic stayed silent')); } }, 50); })",
+                timeout=20,
+            )
         finally:
             await browser.close()
 
