@@ -300,6 +300,9 @@ class TelemetrySetup:
         self.meter_provider.shutdown()
 
 
+_installed: TelemetrySetup | None = None
+
+
 def setup_telemetry(
     *,
     metrics_port: int | None = None,
@@ -315,7 +318,11 @@ def setup_telemetry(
     ``http://{metrics_host}:{metrics_port}/metrics`` when ``metrics_port`` is given
     (``serve_metrics=False`` only registers them, for a server that already serves
     prometheus_client's registry, such as livekit-agents' ``prometheus_port``).
+    Once per process: a second call returns what the first installed.
     """
+    global _installed
+    if _installed is not None:
+        return _installed
     env = os.environ if environ is None else environ
     trace, metrics, _ = _otel()
     try:
@@ -360,4 +367,5 @@ def setup_telemetry(
     metrics.set_meter_provider(meter_provider)
     if url:
         log.info("metrics for Prometheus at %s", url)
-    return TelemetrySetup(tracer_provider, meter_provider, url)
+    _installed = TelemetrySetup(tracer_provider, meter_provider, url)
+    return _installed

@@ -53,6 +53,10 @@ class WorkerConfig:
 
 def prewarm(config: WorkerConfig, proc: JobProcess) -> None:
     """Runs once per job process before any job: import the app, build the backend."""
+    if config.telemetry:
+        from duplex.agents.telemetry import setup_telemetry
+
+        setup_telemetry()  # a job process exports its own spans (OTLP); no-op in the worker's
     proc.userdata["app"] = load_app(config.app)
     proc.userdata["backend"] = choose_backend(config.backend)
     logger.info("prewarmed %s", config.app)
