@@ -27,6 +27,8 @@ from duplex.agents.testing import MemoryTransport, Reply, ScriptedBackend, Scrip
 from tests.test_cli_fixes import _lines, _wait_line
 from tests.test_logs import Lookup
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def _metrics(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
@@ -134,3 +136,78 @@ def test_prometheus_endpoint_serves_session_metrics(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+OTLP_SCRIPT = """
+import asyncio
+from duplex.agents import AgentSession
+from duplex.agents.telemetry import SessionTelemetry, setup_telemetry
+from duplex.agents.testing import MemoryTransport, Reply, ScriptedBackend
+from tests.test_logs import Lookup
+
+
+async def main():
+    setup = setup_telemetry()
+    telemetry = SessionTelemetry()
+    session = AgentSession(agent=Lookup(), backend=ScriptedBackend([Reply("hi", audio_ms=100)]))
+    telemetry.attach(session)
+    await session.start(MemoryTransport())
+    await session.send_text("hello")
+    await session.wait_for(__import__("duplex.agents").agents.MetricsCollected)
+    await session.aclose()
+    setup.shutdown()  # flushes spans and metrics
+
+
+asyncio.run(main())
+"""
+
+
+async def test_spans_and_metrics_reach_an_otlp_collector(tmp_path: Path) -> None:
+    """OTLP/HTTP to a collector on loopback (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    from aiohttp import web
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    spans: list[str] = []
+    metric_names: list[str] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        req = ExportTraceServiceRequest.FromString(await request.read())
+        spans.extend(s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def metrics(request: web.Request) -> web.Response:
+        req = ExportMetricsServiceRequest.FromString(await request.read())
+        metric_names.extend(
+            m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        )
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", OTLP_SCRIPT,
+            cwd=ROOT,
+            env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+    finally:
+        await runner.cleanup()
+    assert {"duplex.session", "duplex.backend.connect", "duplex.turn", "duplex.reply"} <= set(
+        spans
+    ), spans
+    assert {"duplex.replies", "duplex.sessions.active"} <= set(metric_names), metric_names
