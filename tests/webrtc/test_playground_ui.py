@@ -55,18 +55,31 @@ async def dev_server() -> AsyncIterator[Any]:
 
 
 async def connect(page: Page) -> str:
-    """Press Connect; on failure say what the page logged."""
-    try:
-        await page.evaluate("duplexTest.connect()", timeout=60)
-    except Exception as e:
-        shown = await page.evaluate("document.getElementById('log').innerText")
-        raise AssertionError(f"connect failed: {e!r}\npage log: {shown}\n{page.console}") from e
+    """Press Connect; on failure say what the page logged.
+
+    On a loaded 2-core machine ICE on loopback occasionally fails to pair in time (the
+    page then reports "connection failed" and hangs up cleanly); one more press is what a
+    person would do, and the call that follows must work.
+    """
+    for attempt in (1, 2):
+        try:
+            await page.evaluate("duplexTest.connect()", timeout=60)
+            break
+        except Exception as e:
+            shown = await page.evaluate("document.getElementById('log').innerText")
+            if attempt == 2 or "connection failed" not in str(e):
+                raise AssertionError(f"connect failed: {e!r}\npage log: {shown}") from e
     return str(await page.evaluate("duplexTest.sessionId()"))
 
 
-async def wait_js(page: Page, predicate: str, timeout_s: float = 60.0) -> Any:
+async def n_events(page: Page) -> int:
+    return int(await page.evaluate("duplexTest.events.length"))
+
+
+async def wait_js(page: Page, predicate: str, since: int, timeout_s: float = 60.0) -> Any:
+    """The first message from index ``since`` on (take it before acting) that matches."""
     return await page.evaluate(
-        f"duplexTest.waitFor(m => {predicate}, {int(timeout_s * 1000)}, duplexTest.events.length)",
+        f"duplexTest.waitFor(m => {predicate}, {int(timeout_s * 1000)}, {since})",
         timeout=timeout_s + 5,
     )
 
@@ -109,8 +122,9 @@ async def test_playground_tells_the_truth_call_after_call(tmp_path: Path) -> Non
             # Call 1: a spoken turn, its latency measured in the page and on the recording.
             first_id = await connect(page)
             await page.evaluate("duplexTest.startLatencyRecording()")
+            since = await n_events(page)
             await page.evaluate(f"duplexTest.speak({wav_b64('Hello there, my friend.')!r})")
-            await wait_js(page, "m.type === 'metrics' && m.played_ms > 0")
+            await wait_js(page, "m.type === 'metrics' && m.played_ms > 0", since)
             rec = await page.evaluate("duplexTest.stopLatencyRecording()", timeout=30)
             lat = await page.evaluate("duplexTest.latencies()")
             assert [e["kind"] for e in lat] == ["speech"]
@@ -120,15 +134,18 @@ async def test_playground_tells_the_truth_call_after_call(tmp_path: Path) -> Non
             assert rows[0][0] == "1" and rows[0][1] == f"{round(lat[0]['ms'])} ms", rows
 
             # A typed turn: latency too, and captions that grow as the reply is heard.
-            speaking = page.evaluate(
-                "duplexTest.waitFor(m => m.type === 'agent_state' && m.state === 'speaking',"
-                " 60000, duplexTest.events.length).then(() => new Promise(r => setTimeout(r, 250)))"
-                ".then(() => duplexTest.transcript().slice(-1)[0])",
-                timeout=65,
+            # The snapshot is taken in the page, 250 ms after the reply became audible.
+            since = await n_events(page)
+            await page.evaluate(
+                "void (window.midReply = duplexTest.waitFor(m => m.type === 'agent_state'"
+                f" && m.state === 'speaking', 60000, {since})"
+                ".then(() => new Promise(r => setTimeout(r, 250)))"
+                ".then(() => duplexTest.transcript().slice(-1)[0]))"
             )
             await page.evaluate("duplexTest.sendText('thank you very much')")
-            mid = await speaking
-            await wait_js(page, "m.type === 'agent_state' && m.state === 'listening'")
+            mid = await page.evaluate("window.midReply", timeout=65)
+            await wait_js(page, "m.type === 'metrics' && m.played_ms > 0", since)
+            await wait_js(page, "m.type === 'agent_state' && m.state === 'listening'", since)
             panel = await page.evaluate("duplexTest.transcript()")
             assert mid["role"] == "assistant" and len(mid["shown"]) < len(panel[-1]["text"])
             assert panel[-1]["shown"] == panel[-1]["text"] == "You said: thank you very much."
@@ -159,8 +176,9 @@ async def test_playground_tells_the_truth_call_after_call(tmp_path: Path) -> Non
             assert second_id != first_id
             states = await page.evaluate("duplexTest.states()")
             assert second_id in states["meta"] and states["link"] is None
+            since = await n_events(page)
             await page.evaluate("duplexTest.sendText('second call')")
-            await wait_js(page, "m.type === 'metrics' && m.played_ms > 0")
+            await wait_js(page, "m.type === 'metrics' && m.played_ms > 0", since)
             rows = await page.evaluate("duplexTest.latencyRows()")
             assert rows[-2] == ["call 2"] and rows[-1][0] == "1", rows
             dividers = await page.evaluate(

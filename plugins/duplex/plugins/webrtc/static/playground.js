@@ -43,7 +43,6 @@ function setConnected(on) {
 
 // A new call starts clean: states, numbering, and a divider in every list.
 function resetForCall() {
-  call.number += 1;
   call.turn = 0;
   call.typedAt = null;
   call.pageLatency = null;
@@ -52,6 +51,11 @@ function resetForCall() {
   setState("user-state", "you", "idle");
   $("link-state").hidden = true;
   $("meta").textContent = "connecting…";
+}
+
+// Once connected: the call gets its number, and every list a divider (from the second on).
+function markCallStart() {
+  call.number += 1;
   if (call.number > 1) {
     for (const id of ["transcript", "tools"]) {
       const li = document.createElement("li");
@@ -94,7 +98,13 @@ function onTranscript(m) {
   li.dataset.full = m.final ? m.text : li.dataset.full + m.text;
   li.dataset.final = String(m.final);
   if (m.role !== "assistant") li.querySelector(".text").textContent = li.dataset.full;
-  else reveal(li);
+  else {
+    // A final that comes after the reply went quiet: it has been heard in full.
+    if (m.final && li.dataset.heardFrom && $("agent-state").dataset.state !== "speaking") {
+      li.dataset.done = "true";
+    }
+    reveal(li);
+  }
   $("transcript").scrollTop = $("transcript").scrollHeight;
 }
 
@@ -308,7 +318,7 @@ async function connect() {
     const dc = pc.createDataChannel("duplex");
     call.dc = dc;
     call.connected = new Promise((resolve, reject) => {
-      dc.onopen = () => { setConnected(true); log("connected"); resolve(); };
+      dc.onopen = () => { markCallStart(); setConnected(true); log("connected"); resolve(); };
       pc.addEventListener("connectionstatechange", () => {
         if (pc.connectionState === "failed") reject(new Error("connection failed"));
       });
