@@ -363,7 +363,7 @@ async def test_per_tool_timeout_async_and_sync() -> None:
         await never.wait()
         return "unreachable"
 
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # 3.10: not the builtin one
         await build_tool(hangs).invoke({})
 
     release = threading.Event()
@@ -374,7 +374,7 @@ async def test_per_tool_timeout_async_and_sync() -> None:
         return "late"
 
     try:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # 3.10: not the builtin one
             await build_tool(hangs_in_thread).invoke({})
     finally:
         release.set()

@@ -33,6 +33,7 @@ from tests.webrtc.conftest import (
     tasks_touching,
     wav_b64,
 )
+from tests.webrtc.screenshots import save_screenshot
 
 pytestmark = [
     pytest.mark.browser,
@@ -135,8 +136,7 @@ async def test_spoken_turn_with_a_tool_call_then_typed_text(tmp_path: Path, whis
             rows = await page.evaluate("document.querySelectorAll('#latency tbody tr').length")
             assert rows >= 2
 
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            SCREENSHOT.write_bytes(await page.screenshot())
+            save_screenshot(await page.screenshot(), SCREENSHOT.name, tmp_path)
         finally:
             await browser.close()
 

@@ -41,6 +41,7 @@ from .session import AgentSession
 from .tools import FunctionTool, function_tool
 from .transport import AudioInput, AudioOutput, QueuedAudioInput, Transport
 from .vad import VAD, EndOfTurnModel, EnergyVAD, TurnDetector, TurnOptions, VADStream
+from .version import __version__
 
 __all__ = [
     "VAD",
@@ -90,5 +91,6 @@ __all__ = [
     "UserStateChanged",
     "UserTranscribed",
     "VADStream",
+    "__version__",
     "function_tool",
 ]

@@ -55,6 +55,7 @@ from .events import (
 )
 from .input_path import InputPath
 from .interruption import settle_interrupted
+from .logs import bind_session_id, new_session_id
 from .metrics import emit_turn_metrics
 from .playout import Playout
 from .responses import ReplyPolicy, ResponseState, ResponseTracker
@@ -123,6 +124,8 @@ class AgentSession:
         self._closing = False
         self._captions = Captions()
         self.closed = asyncio.Event()
+        #: The call's id, on every log record of the call (a runtime may set its own before start).
+        self.id: str = new_session_id()
 
     # public API -------------------------------------------------------------------------
     @property
@@ -162,6 +165,7 @@ class AgentSession:
         return await self._emitter.wait_for(event_type, predicate, timeout=timeout)
 
     async def start(self, transport: Transport) -> None:
+        bind_session_id(self.id)  # every task spawned from here on logs with the call's id
         self._transport = transport
         await transport.start()
         self._backend = await self.backend.connect(

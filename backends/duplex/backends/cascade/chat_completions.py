@@ -8,6 +8,7 @@ reply with a typed `LLMError`, never a hang or an untyped exception.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -263,7 +264,7 @@ class ChatCompletionsLLM(LLM):
             failure = LLMError(f"chat completions stalled: {e}", code="llm_timeout")
         except SSEError as e:
             failure = LLMError(f"chat completions sent a bad stream: {e}", code="llm_bad_chunk")
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError's alias only from 3.11
             failure = LLMError(
                 f"chat completions did not answer within {self.read_timeout_s} s",
                 code="llm_timeout",

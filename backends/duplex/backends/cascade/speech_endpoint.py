@@ -8,6 +8,7 @@ WebSocket ``/v1/audio/speech/stream`` (``session.config`` / ``input.text`` /
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -165,7 +166,7 @@ class SpeechEndpointTTS(TTS):
                             yield frame
                 for frame in framer.push(b"", last=True):
                     yield frame
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise TTSError(
                 f"speech endpoint failed: {type(e).__name__}: {e}", code="tts_unreachable"
             ) from e
@@ -235,7 +236,7 @@ class SpeechEndpointTTS(TTS):
                             code="tts_failed",
                         )
                 raise TTSError("speech stream closed before session.done", code="tts_stream_cut")
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise TTSError(
                 f"speech stream failed: {type(e).__name__}: {e}", code="tts_unreachable"
             ) from e

@@ -122,11 +122,19 @@ def register_run(subparsers: Subparsers) -> None:
     p.add_argument(
         "--port", type=int, default=None, help="health-check HTTP port (default 8081, 0: any)"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (livekit-agents' and duplex's) on this port; "
+        "traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (otel extra)",
+    )
     p.set_defaults(run=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     from duplex.agents.app import choose_backend, load_app
+    from duplex.agents.telemetry_env import telemetry_wanted
 
     from .auth import LiveKitCredentials
     from .worker import WorkerConfig, build_server, serve
@@ -135,6 +143,13 @@ def run_command(args: argparse.Namespace) -> int:
     load_app(args.app)
     choose_backend(args.backend)
     credentials = LiveKitCredentials.from_env(args.url, args.api_key, api_secret(args))
+    telemetry = args.metrics_port is not None or telemetry_wanted()
+    if telemetry:
+        from duplex.agents.telemetry import SessionTelemetry, setup_telemetry
+
+        # livekit-agents serves prometheus_client's registry on --metrics-port; ours joins it.
+        setup_telemetry(metrics_port=args.metrics_port, serve_metrics=False)
+        SessionTelemetry()  # its instruments exist (at 0) before the first job
     config = WorkerConfig(
         app=args.app,
         backend=args.backend,
@@ -142,6 +157,7 @@ def run_command(args: argparse.Namespace) -> int:
         participant_identity=args.participant,
         participant_kinds=args.kinds,
         max_jobs=args.max_jobs,
+        telemetry=telemetry,
     )
     server = build_server(
         config,
@@ -153,6 +169,7 @@ def run_command(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         host=args.host,
         port=args.port,
+        prometheus_port=args.metrics_port,
     )
     asyncio.run(serve(server, devmode=args.dev, drain_timeout=args.drain_timeout))
     return 0

@@ -224,7 +224,7 @@ class WebRTCTransport(Transport):
             except MediaStreamError:
                 self._close_soon("track_ended")
                 return
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self._close_soon("media_timeout")
                 return
             if isinstance(frame, av.AudioFrame):
@@ -234,7 +234,7 @@ class WebRTCTransport(Transport):
     async def _watch_connect(self) -> None:
         try:
             await asyncio.wait_for(self.media_started.wait(), self.connect_timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             self._close_soon("connect_timeout")
 
     def _on_connection_state(self) -> None:
