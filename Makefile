@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs sysdeps clean
+.PHONY: demo test lint bench soak docs sysdeps clean phone-latency test-pythons wheel-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,11 +29,28 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The unit tests on the oldest and newest supported Pythons (PYTHONS="3.10 3.13"), one venv each.
+test-pythons: sysdeps
+	bash scripts/pythons.sh
+
+# The wheel in clean venvs: the quickstart app answers a peer; extras work alone (slow: downloads).
+wheel-check: sysdeps $(STAMP)
+	$(PY) -m pytest -q -m heavy tests/test_wheel.py
+
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.run --offline
+
+# 50 calls for 5 minutes with RSS and task counts (DUPLEX_SOAK_S / DUPLEX_SOAK_CALLS to change).
+soak: $(STAMP)
+	$(PY) -m pytest -m heavy tests/soak -s -q
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-py* site .pytest_cache .mypy_cache .ruff_cache
+
+# Caller speech end -> first reply audio per phone path (Twilio, Telnyx, direct SIP).
+phone-latency: sysdeps $(STAMP)
+	$(PY) -m pytest tests/telephony/test_latency.py -m heavy -s -q

@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1 and 10 sessions, short windows")
+    parser.add_argument(
+        "--offline", action="store_true", help="the offline default's turn-taking section only"
+    )
     parser.add_argument("--levels", type=int, nargs="+", help="session counts for every framework")
     parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit"])
     parser.add_argument("--extra", type=int, nargs="*", help="further levels for duplex alone")
@@ -257,7 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="the `agent realtime-server` section (bench/realtime_server.py): on, off or only",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.offline:
+        from . import offline
+
+        return offline.main(rest + (["--quick"] if args.quick else []))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     quick = args.quick
     if args.realtime_server == "only":
         from . import realtime_server

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soxr
+
+from duplex.agents.wav import read_wav
 
 from . import config as C
 
@@ -77,9 +78,8 @@ def _make(text: str) -> np.ndarray:
     CACHE.mkdir(parents=True, exist_ok=True)
     wav = CACHE / f"{key}.wav"
     _espeak(text, wav)
-    with wave.open(str(wav), "rb") as w:
-        rate = w.getframerate()
-        raw = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32)
+    frame = read_wav(wav)
+    rate, raw = frame.sample_rate, frame.data[:, 0].astype(np.float32)
     wav.unlink()
     loud = np.flatnonzero(np.abs(raw) > TRIM_LEVEL)
     raw = raw[loud[0] : loud[-1] + 1]

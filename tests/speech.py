@@ -19,13 +19,13 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
-import wave
 from pathlib import Path
 
 import numpy as np
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.resample import Resampler
+from duplex.agents.wav import read_wav
 
 ESPEAK = "espeak-ng"
 #: Amplitude (of 32768) below which espeak-ng's output counts as its own silence.
@@ -58,10 +58,9 @@ def _espeak_pcm(text: str, voice: str, speed: int) -> tuple[bytes, int]:
             capture_output=True,
             timeout=30,
         )
-    with wave.open(str(path), "rb") as w:
-        assert w.getnchannels() == 1 and w.getsampwidth() == 2
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    frame = read_wav(path)
+    assert frame.channels == 1
+    rate, pcm = frame.sample_rate, frame.data[:, 0]
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > TRIM_LEVEL)
     assert loud.size, f"espeak-ng produced no audible speech for {text!r}"
     return pcm[loud[0] : loud[-1] + 1].astype(np.int16).tobytes(), rate

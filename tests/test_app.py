@@ -167,7 +167,9 @@ async def test_create_session(tmp_path: Path, factory: str) -> None:
 # --- backends ------------------------------------------------------------------------------
 def fake_backends(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
     eps = [EntryPoint(name, value, "duplex.backends") for name, value in values.items()]
-    monkeypatch.setattr("duplex.agents.app.entry_points", lambda group: eps)
+    monkeypatch.setattr(
+        "duplex.agents.app.entry_points", lambda group: eps if group == "duplex.backends" else []
+    )
 
 
 def make_scripted() -> ScriptedBackend:
@@ -207,6 +209,9 @@ def Recorded_offline() -> Recorded:
 def test_backend_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     backend = choose_backend("scripted")  # the real entry point from pyproject
     assert isinstance(backend, ScriptedBackend)
+    with pytest.raises(ConfigurationError, match="installed backends") as listed:
+        choose_backend("nope")
+    assert "offline" in str(listed.value) and "scripted" not in str(listed.value)
     fake_backends(
         monkeypatch, scripted=f"{__name__}:make_scripted", odd=f"{__name__}:not_a_backend"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,15 @@ import pytest
 
 from duplex.agents.audio import AudioFrame, FrameChunker
 from duplex.agents.errors import AudioFormatError, ConfigurationError
-from duplex.agents.vad import VAD, SpeechEnd, SpeechStart, TurnDetector, TurnEvent, TurnOptions
+from duplex.agents.vad import (
+    VAD,
+    EndOfTurnModel,
+    SpeechEnd,
+    SpeechStart,
+    TurnDetector,
+    TurnEvent,
+    TurnOptions,
+)
 from duplex.plugins.silero import SileroVAD, bundled_model_path
 from duplex.plugins.webrtcvad import WebRTCVAD
 from tests.speech import concat, espeak_available, pink_noise, silence, speak, split, white_noise
@@ -357,3 +366,72 @@ def test_detector_times_follow_audio_not_wall_clock(vad: VAD) -> None:
     a = turns(detect(vad, audio, frame_ms=10)[0])
     b = turns(detect(vad, audio, frame_ms=170)[0])
     assert a == b
+
+
+# --- end-of-turn model hook ---------------------------------------------------------------
+class _FixedModel(EndOfTurnModel):
+    """Answers at once with a set probability, and records the audio it was asked about."""
+
+    def __init__(self, p: float | None) -> None:
+        self.p = p
+        self.asked: list[tuple[int, int]] = []  # (samples, rate)
+
+    def predict(self, audio: np.ndarray, sample_rate: int) -> Future[float]:
+        self.asked.append((len(audio), sample_rate))
+        fut: Future[float] = Future()
+        if self.p is None:
+            fut.set_exception(RuntimeError("model broke"))
+        else:
+            fut.set_result(self.p)
+        return fut
+
+
+def _eot_options(model: EndOfTurnModel) -> TurnOptions:
+    return TurnOptions(end_of_turn=model, end_of_turn_pause_ms=200, end_of_turn_max_ms=1500)
+
+
+def _decided_at(vad: VAD, audio: AudioFrame, options: TurnOptions) -> tuple[SpeechEnd, float]:
+    """The turn's end event and the audio time (ms) of the frame that produced it."""
+    detector = TurnDetector(vad, options, input_rate=audio.sample_rate)
+    for frame in split(audio, 20):
+        for ev in detector.push(frame):
+            if isinstance(ev, SpeechEnd):
+                return ev, detector.audio_ms
+    raise AssertionError("the turn never ended")
+
+
+def test_complete_verdict_ends_the_turn_after_the_short_pause() -> None:
+    model = _FixedModel(0.9)
+    audio = concat(silence(0.3), speak(FIRST), silence(2.0))
+    end, decided = _decided_at(WebRTCVAD(2), audio, _eot_options(model))
+    assert end.end_of_turn == pytest.approx(0.9)
+    assert 200 <= decided - end.at_ms < 300  # well before the 500 ms silence rule
+    samples, rate = model.asked[0]
+    assert rate == 16000 and samples / rate * 1000 >= end.speech_ms  # the whole turn was sent
+
+
+def test_incomplete_verdict_waits_for_the_longer_limit() -> None:
+    audio = concat(silence(0.3), speak(FIRST), silence(2.5))
+    end, decided = _decided_at(WebRTCVAD(2), audio, _eot_options(_FixedModel(0.1)))
+    assert 1500 <= decided - end.at_ms < 1600
+    assert end.end_of_turn == pytest.approx(0.1)
+
+
+def test_incomplete_pause_then_more_speech_is_one_turn() -> None:
+    model = _FixedModel(0.1)
+    audio = concat(silence(0.3), speak(FIRST), silence(0.9), speak(SECOND), silence(2.0))
+    events, _ = detect(WebRTCVAD(2), audio, _eot_options(model))
+    assert [type(e) for e in events] == [SpeechStart, SpeechEnd]
+    assert len(model.asked) >= 2  # asked again at the second pause
+
+
+def test_a_failing_model_falls_back_to_the_silence_rule() -> None:
+    audio = concat(silence(0.3), speak(FIRST), silence(1.5))
+    end, decided = _decided_at(WebRTCVAD(2), audio, _eot_options(_FixedModel(None)))
+    assert 500 <= decided - end.at_ms < 600 and end.end_of_turn is None
+
+
+def test_without_a_model_the_silence_rule_is_unchanged() -> None:
+    audio = concat(silence(0.3), speak(FIRST), silence(1.5))
+    end, decided = _decided_at(WebRTCVAD(2), audio, TurnOptions())
+    assert 500 <= decided - end.at_ms < 600 and end.end_of_turn is None

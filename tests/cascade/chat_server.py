@@ -51,12 +51,27 @@ class Raw:
 
 
 @dataclass
+class RawBytes:
+    """Bytes written to the stream exactly as given (no SSE framing added)."""
+
+    data: bytes
+
+
+@dataclass
+class Trickle:
+    """Bytes written one at a time, ``interval_s`` apart: a server crawling along."""
+
+    data: bytes
+    interval_s: float = 0.05
+
+
+@dataclass
 class Error:
     message: str
     code: int = 500
 
 
-Step = Text | Call | Gate | Cut | Error | Raw
+Step = Text | Call | Gate | Cut | Error | Raw | RawBytes | Trickle
 
 
 @dataclass
@@ -75,6 +90,8 @@ class ChatServer:
         self.requests: list[Served] = []
         #: Answer the next request with this HTTP status and body instead of a stream.
         self.http_error: tuple[int, dict[str, Any]] | None = None
+        #: When set, every request waits for this event before sending its headers.
+        self.hold_headers: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -126,6 +143,12 @@ class ChatServer:
             self.http_error = None
             return web.json_response(payload, status=status)
         steps = self.scripts.pop(0) if self.scripts else [Text("OK.")]
+        if self.hold_headers is not None:
+            try:
+                await self.hold_headers.wait()
+            except asyncio.CancelledError:
+                served.disconnected.set()
+                raise
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         cid = f"chatcmpl-{uuid.uuid4().hex}"
@@ -165,6 +188,12 @@ class ChatServer:
                     return resp
                 elif isinstance(step, Raw):
                     await resp.write(f"data: {step.data}\n\n".encode())
+                elif isinstance(step, RawBytes):
+                    await resp.write(step.data)
+                elif isinstance(step, Trickle):
+                    for i in range(len(step.data)):
+                        await resp.write(step.data[i : i + 1])
+                        await asyncio.sleep(step.interval_s)
                 elif isinstance(step, Cut):
                     assert request.transport is not None
                     request.transport.close()

@@ -131,3 +131,36 @@ def test_output_that_arrived_after_later_turns_is_sent_right_after_its_call() ->
         {"role": "user", "content": "Never mind."},
         {"role": "assistant", "content": "Okay."},
     ]
+
+
+def test_the_first_clause_goes_first_then_whole_sentences() -> None:
+    s = SentenceSplitter()
+    pieces: list[str] = []
+    for word in [
+        "You",
+        "said:",
+        "I",
+        "would",
+        "like",
+        "a",
+        "table,",
+        "for",
+        "two.",
+        "Then,",
+        "maybe,",
+        "wine.",
+    ]:
+        pieces.extend(s.push(word + " "))
+    rest = s.flush()
+    assert pieces + ([rest] if rest else []) == [
+        "You said:",
+        "I would like a table, for two.",
+        "Then, maybe, wine.",
+    ]
+
+
+def test_short_openers_and_numbers_are_not_cut_as_clauses() -> None:
+    s = SentenceSplitter()
+    assert list(s.push("Yes, 1,000 people came. ")) == ["Yes, 1,000 people came."]
+    s = SentenceSplitter(first_clause_chars=None)
+    assert list(s.push("Well then, here we are. ")) == ["Well then, here we are."]

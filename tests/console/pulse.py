@@ -17,13 +17,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from duplex.agents.audio import AudioFrame
+from duplex.agents.wav import write_wav
 
 
 class PulseUnavailable(RuntimeError):
@@ -168,14 +168,6 @@ def start_pulse() -> Pulse:
     pulse.pactl("set-default-source", "virtmic")
     pulse.pactl("set-default-sink", "vsink")
     return pulse
-
-
-def write_wav(path: Path, frame: AudioFrame) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(frame.channels)
-        w.setsampwidth(2)
-        w.setframerate(frame.sample_rate)
-        w.writeframes(frame.to_pcm16())
 
 
 def pcm(data: bytes, rate: int) -> AudioFrame:

@@ -83,3 +83,39 @@ def test_agent_console_text_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "agent: Hello from the console." in done.stdout
+
+
+SLOW_APP = """
+import asyncio
+from duplex.agents import Agent
+from duplex.agents.testing import Reply
+
+
+async def entrypoint(ctx):
+    ctx.backend.replies.append(Reply(text="Answered after connecting.", audio_ms=100))
+    connect = ctx.backend.connect
+
+    async def slow_connect(**kw):  # a backend that takes a while (loading models, TLS)
+        await asyncio.sleep(1.0)
+        return await connect(**kw)
+
+    ctx.backend.connect = slow_connect
+    await ctx.start(Agent())
+"""
+
+
+def test_piped_text_is_kept_until_the_backend_is_up(tmp_path: Path) -> None:
+    """``echo hi | agent console app.py --text``: the line arrives before the backend connects."""
+    app = tmp_path / "slow_app.py"
+    app.write_text(textwrap.dedent(SLOW_APP))
+    agent_cli = Path(sys.executable).with_name("agent")
+    done = subprocess.run(
+        [str(agent_cli), "console", str(app), "--text", "--backend", "scripted"],
+        input="hi\n",
+        capture_output=True,
+        text=True,
+        timeout=60,  # the bug: no answer, exit after 120 s
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "agent: Answered after connecting." in done.stdout

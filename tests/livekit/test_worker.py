@@ -164,3 +164,45 @@ async def test_agent_run_command_registers_and_drains_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_agent_run_serves_prometheus_metrics(
+    lk_server: FakeLiveKitServer, app_file: str
+) -> None:
+    """``agent run --metrics-port``: livekit-agents' endpoint serves duplex's metrics too."""
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    import os
+    import signal
+    import socket
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    agent_cli = os.path.join(os.path.dirname(sys.executable), "agent")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    proc = await asyncio.create_subprocess_exec(
+        agent_cli, "run", app_file, "--backend", "scripted", "--url", lk_server.url,
+        "--api-key", API_KEY, "--api-secret", API_SECRET, "--dev", "--port", "0",
+        "--metrics-port", str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await lk_server.wait_for(lambda: lk_server.messages("register"), 30)
+
+        def scrape() -> str:
+            url = f"http://127.0.0.1:{port}/metrics"
+            return str(urllib.request.urlopen(url, timeout=10).read().decode())
+
+        body = await asyncio.to_thread(scrape)
+        assert "duplex_sessions_active" in body
+        assert "lk_agents" in body  # livekit-agents' own metrics, same endpoint
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

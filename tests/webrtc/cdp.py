@@ -38,6 +38,8 @@ FLAGS = [
     "--mute-audio",
     "--autoplay-policy=no-user-gesture-required",
     "--remote-debugging-port=0",
+    # A loopback ICE candidate, so the call can stay on 127.0.0.1 (see tests/webrtc/loopback.py).
+    "--allow-loopback-in-peer-connection",
 ]
 
 

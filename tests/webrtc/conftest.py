@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import io
 import os
 import re
 import uuid
-import wave
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,15 +13,20 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 import soxr
 
 from duplex.agents.app import AppSpec, load_app
 from duplex.agents.backend import Backend, ToolChoice
 from duplex.agents.stages import LLM, LLMChunk, TextChunk, ToolCallChunk
-from duplex.agents.testing import write_wav
+from duplex.agents.wav import wav_bytes, write_wav
 from duplex.backends.cascade import offline_backend
 from duplex.backends.cascade.echo import EchoLLM
 from tests.speech import concat, silence, speak
+from tests.webrtc import loopback
+
+# Every peer in these tests (aiortc, and Chromium via cdp.FLAGS) uses loopback only.
+loopback.install()
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "assistant.py"
@@ -39,24 +42,14 @@ def speech_wav(path: Path, text: str, *, lead_s: float = 0.6, tail_s: float = 8.
 
 def silence_wav(path: Path, seconds: float) -> Path:
     """A silent microphone (Chromium's default fake device beeps, which a VAD hears)."""
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes(bytes(2 * round(48000 * seconds)))
+    sf.write(path, np.zeros(round(48000 * seconds), np.int16), 48000, subtype="PCM_16")
     return path
 
 
 def wav_b64(text: str) -> str:
     """Speech as a base64 WAV, for ``duplexTest.speak`` (the page decodes it)."""
     frame = speak(text, 48000)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48000)
-        w.writeframes(frame.to_pcm16())
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(wav_bytes(frame)).decode()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from tests.webrtc.conftest import (
     tasks_touching,
     wav_b64,
 )
+from tests.webrtc.screenshots import save_screenshot
 
 pytestmark = [
     pytest.mark.browser,
@@ -135,8 +136,7 @@ async def test_spoken_turn_with_a_tool_call_then_typed_text(tmp_path: Path, whis
             rows = await page.evaluate("document.querySelectorAll('#latency tbody tr').length")
             assert rows >= 2
 
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            SCREENSHOT.write_bytes(await page.screenshot())
+            save_screenshot(await page.screenshot(), SCREENSHOT.name, tmp_path)
         finally:
             await browser.close()
 
@@ -222,7 +222,10 @@ async def test_vanished_peer_closes_its_session_and_spares_the_others(tmp_path: 
 
             # Bad input meanwhile: refused with a clear status, nothing else disturbed.
             async with aiohttp.ClientSession() as http:
-                async with http.post(server.url + "offer", data="{not json") as r:
+                json_type = {"Content-Type": "application/json"}
+                async with http.post(
+                    server.url + "offer", data="{not json", headers=json_type
+                ) as r:
                     assert r.status == 400
                 bad = {"type": "offer", "sdp": "v=0\r\nnonsense"}
                 async with http.post(server.url + "offer", json=bad) as r:
@@ -249,3 +252,29 @@ async def test_vanished_peer_closes_its_session_and_spares_the_others(tmp_path: 
         finally:
             await browser_a.close()
             await browser_b.close()
+
+
+async def test_the_page_sends_its_token_and_strangers_get_none(tmp_path: Path) -> None:
+    from duplex.agents import EnergyVAD
+    from duplex.agents.app import load_app
+    from duplex.agents.testing import Reply, ScriptedBackend
+    from duplex.plugins.webrtc.playground import app_factory
+    from duplex.plugins.webrtc.server import PlaygroundServer
+    from tests.webrtc.conftest import EXAMPLE_ARG
+
+    backend = ScriptedBackend([Reply(text="Hello.", audio_ms=100)])
+    factory = app_factory(load_app(EXAMPLE_ARG), backend, vad=EnergyVAD())
+    server = PlaygroundServer(factory, port=0, token="page-t0ken")
+    await server.start()
+    browser = await Browser.launch(fake_audio=silence_wav(tmp_path / "quiet.wav", 10.0))
+    try:
+        stranger = await browser.new_page(server.url + "?echo=0")
+        with pytest.raises(CDPError, match="token"):
+            await connect(stranger)
+        assert server.peers == {}
+        page = await browser.new_page(server.url + "?echo=0&token=page-t0ken")
+        sid = await connect(page)
+        assert sid in server.peers
+    finally:
+        await browser.close()
+        await server.aclose()

@@ -40,7 +40,8 @@ from .resample import Resampler
 from .session import AgentSession
 from .tools import FunctionTool, function_tool
 from .transport import AudioInput, AudioOutput, QueuedAudioInput, Transport
-from .vad import VAD, EnergyVAD, TurnDetector, TurnOptions, VADStream
+from .vad import VAD, EndOfTurnModel, EnergyVAD, TurnDetector, TurnOptions, VADStream
+from .version import __version__
 
 __all__ = [
     "VAD",
@@ -62,6 +63,7 @@ __all__ = [
     "Conversation",
     "ConversationItemAdded",
     "DuplexError",
+    "EndOfTurnModel",
     "EnergyVAD",
     "FrameChunker",
     "FunctionCall",
@@ -89,5 +91,6 @@ __all__ = [
     "UserStateChanged",
     "UserTranscribed",
     "VADStream",
+    "__version__",
     "function_tool",
 ]

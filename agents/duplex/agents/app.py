@@ -45,14 +45,17 @@ __all__ = [
     "BACKEND_GROUP",
     "COMMAND_GROUP",
     "DIST_NAME",
+    "TESTING_BACKEND_GROUP",
     "AppContext",
     "AppKind",
     "AppLoadError",
     "AppSpec",
     "MissingExtraError",
     "PortInUseError",
+    "Prepare",
     "choose_backend",
     "default_backend_name",
+    "default_vad",
     "extra_for_module",
     "load_app",
     "load_entry_point",
@@ -64,9 +67,16 @@ log = logging.getLogger(__name__)
 
 DIST_NAME = "duplex-agents"
 BACKEND_GROUP = "duplex.backends"
+#: Backends for tests (the scripted one): selectable by name, never offered in listings.
+TESTING_BACKEND_GROUP = "duplex.backends.testing"
 COMMAND_GROUP = "duplex.commands"
+#: VAD factories; every command gives a session that names no VAD the ``webrtc`` one.
+VAD_GROUP = "duplex.vads"
+DEFAULT_VAD = "webrtc"
 
 AppKind = Literal["entrypoint", "create_session", "agent"]
+#: A hook run on each call's session and transport before the session starts.
+Prepare = Callable[[AgentSession, Transport], None]
 
 
 class AppLoadError(ConfigurationError):
@@ -96,6 +106,8 @@ class AppContext:
     #: Session options the command was given (e.g. a VAD); ``start`` merges them in.
     session_options: Mapping[str, Any] = field(default_factory=dict)
     session: AgentSession | None = None
+    #: Called with the session and transport just before the session starts (recorders).
+    prepare: Prepare | None = None
 
     async def start(self, agent: Agent, **options: Any) -> AgentSession:
         """Create the session for this call with ``agent`` and start it on the transport."""
@@ -105,7 +117,7 @@ class AppContext:
             agent=agent, backend=self.backend, **{**self.session_options, **options}
         )
         self.session = session
-        await _start(session, self.transport)
+        await _start(session, self.transport, self.prepare)
         return session
 
 
@@ -120,11 +132,22 @@ class AppSpec:
     module: ModuleType
 
     async def start(
-        self, transport: Transport, backend: Backend, **session_options: Any
+        self,
+        transport: Transport,
+        backend: Backend,
+        *,
+        prepare: Prepare | None = None,
+        **session_options: Any,
     ) -> AgentSession:
-        """Build this app's session for one call and start it on ``transport``."""
+        """Build this app's session for one call and start it on ``transport``.
+
+        A session the command builds (not ``create_session``'s own) gets `default_vad`
+        unless ``session_options`` names a VAD, so every command turns the same way.
+        """
+        if "vad" not in session_options and self.kind != "create_session":
+            session_options = {**session_options, "vad": default_vad()}
         if self.kind == "entrypoint":
-            ctx = AppContext(transport, backend, session_options)
+            ctx = AppContext(transport, backend, session_options, prepare=prepare)
             await self.target(ctx)
             if ctx.session is None:
                 raise AppLoadError(
@@ -141,15 +164,26 @@ class AppSpec:
                 raise AppLoadError(
                     f"{self.name} returned {type(made).__name__}, expected an AgentSession"
                 )
-            await _start(made, transport)
+            await _start(made, transport, prepare)
             return made
         session = AgentSession(agent=self.target(), backend=backend, **session_options)
-        await _start(session, transport)
+        await _start(session, transport, prepare)
         return session
 
 
-async def _start(session: AgentSession, transport: Transport) -> None:
-    """Start, or close what was half started: a failed start leaves no task behind."""
+async def _start(
+    session: AgentSession, transport: Transport, prepare: Prepare | None = None
+) -> None:
+    """Start, or close what was half started: a failed start leaves no task behind.
+
+    A transport that names its call (``session_id``, as the playground's does) gives the
+    session that id, so the page, the logs and recordings all say the same.
+    """
+    call_id = getattr(transport, "session_id", None)
+    if isinstance(call_id, str) and call_id:
+        session.id = call_id
+    if prepare is not None:
+        prepare(session, transport)
     try:
         await session.start(transport)
     except BaseException:
@@ -203,6 +237,7 @@ def _classify(name: str, obj: object, module: ModuleType) -> AppSpec:
     if inspect.isclass(obj):
         if not issubclass(obj, Agent):
             raise AppLoadError(f"{name} is a class but not an Agent subclass")
+        _check_constructs(name, obj)
         return AppSpec(name, "agent", obj, module)
     if not callable(obj):
         raise AppLoadError(f"{name} is a {type(obj).__name__}, not an agent or a function")
@@ -210,6 +245,19 @@ def _classify(name: str, obj: object, module: ModuleType) -> AppSpec:
     if getattr(obj, "__name__", "") == "create_session" or not inspect.iscoroutinefunction(obj):
         return AppSpec(name, "create_session", obj, module)
     return AppSpec(name, "entrypoint", obj, module)
+
+
+def _check_constructs(name: str, cls: type[Agent]) -> None:
+    """Build the agent once at start-up: a constructor that needs arguments (or raises) is
+    reported now, not when the first caller is already on the line. Each call gets its own."""
+    try:
+        cls()
+    except Exception as e:
+        raise AppLoadError(
+            f"{name}() failed: {type(e).__name__}: {e}. An app's Agent is built once per call "
+            "with no arguments; give its parameters defaults, or write "
+            "`async def entrypoint(ctx)` that builds it"
+        ) from e
 
 
 def _looks_like_path(target: str) -> bool:
@@ -364,15 +412,29 @@ def choose_backend(name: str | None = None, *, environ: Mapping[str, str] | None
     if name is None:
         name, reason = _default_backend_name(env)
     found = {ep.name: ep for ep in entry_points(group=BACKEND_GROUP)}
-    if name not in found:
+    hidden = {ep.name: ep for ep in entry_points(group=TESTING_BACKEND_GROUP)}
+    if name not in found and name not in hidden:
         raise ConfigurationError(
             f"unknown backend {name!r}; installed backends: {', '.join(sorted(found)) or 'none'}"
         )
-    factory = load_entry_point(found[name], what="backend")
-    if not callable(factory):
-        raise ConfigurationError(f"backend entry point {name!r} is not callable")
+    ep = found.get(name) or hidden[name]
     try:
+        factory = load_entry_point(ep, what="backend")
+        if not callable(factory):
+            raise ConfigurationError(f"backend entry point {name!r} is not callable")
         backend = factory()
+    except (ImportError, MissingExtraError) as e:
+        # The entry point names the extra that makes this backend whole (``offline`` needs
+        # ``[local]``: Whisper, Piper and the VAD), which beats the one of a single module.
+        if not ep.extras:
+            raise
+        wanted = ", ".join(ep.extras)
+        raise MissingExtraError(
+            f"backend {name!r} needs {getattr(e, 'name', None) or getattr(e, 'module', None)!r}, "
+            f"which is not installed: pip install '{DIST_NAME}[{wanted}]'",
+            extra=ep.extras[0],
+            module=getattr(e, "name", None) or getattr(e, "module", None),
+        ) from e
     except ConfigurationError:
         raise
     except Exception as e:
@@ -385,6 +447,23 @@ def choose_backend(name: str | None = None, *, environ: Mapping[str, str] | None
         )
     log.info("backend: %s (%s)", name, reason)
     return backend
+
+
+# --- VAD ---------------------------------------------------------------------------------
+def default_vad() -> Any | None:
+    """WebRTC's VAD when its extra is installed, else None (the session's energy VAD).
+
+    A browser or laptop microphone is noisier than the energy detector likes; this is the
+    one default for `agent dev`, `console`, `join` and `run`.
+    """
+    for ep in entry_points(group=VAD_GROUP):
+        if ep.name == DEFAULT_VAD:
+            try:
+                factory = ep.load()
+            except ImportError:
+                return None
+            return factory()
+    return None
 
 
 # --- servers ------------------------------------------------------------------------------

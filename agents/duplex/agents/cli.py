@@ -10,6 +10,7 @@ install instead of failing with a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import traceback
@@ -17,8 +18,16 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, TypeAlias
 
-from .app import COMMAND_GROUP, AppLoadError, load_entry_point, missing_extra_error
+from .app import (
+    COMMAND_GROUP,
+    AppLoadError,
+    PortInUseError,
+    load_entry_point,
+    missing_extra_error,
+)
 from .errors import DuplexError
+from .logs import LOG_FORMATS, configure_logging, split_log_options
+from .version import __version__
 
 __all__ = ["Handler", "Subparsers", "add_app_arguments", "build_parser", "main"]
 
@@ -71,11 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent", description="Run duplex voice agents: playground, LiveKit worker, console."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Taken out of argv before parsing (see `split_log_options`), so they work anywhere on the
+    # line; listed here for --help.
     parser.add_argument(
         "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="logging verbosity (default: info)",
+        metavar="LEVEL",
+        help="debug|info|warning|error, optionally with per-logger levels (info,aioice=debug); "
+        "anywhere on the line; default: $DUPLEX_LOG_LEVEL or info",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text or json (one object per line, with session_id); default: "
+        "$DUPLEX_LOG_FORMAT or text",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _register_commands(subparsers)
@@ -91,12 +109,16 @@ def _report(error: BaseException) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        level, fmt, rest = split_log_options(sys.argv[1:] if argv is None else argv)
+        configure_logging(level, fmt)
+    except ValueError as e:
+        print(f"agent: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    args = parser.parse_args(rest)
+    # For commands that re-run themselves (``dev --reload``): the line as given.
+    args.log_level, args.log_format, args.argv = level, fmt, rest
     run: Handler | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()
@@ -108,6 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DuplexError as e:
         _report(e)
+        return 2
+    except OSError as e:
+        # Any server a command starts (playground, worker health or metrics endpoint).
+        if e.errno != errno.EADDRINUSE and "address already in use" not in str(e).lower():
+            raise
+        _report(
+            PortInUseError(
+                f"{e.strerror or e}; stop the other server or pick another port "
+                "(--port, --metrics-port; 0 picks a free one)"
+            )
+        )
         return 2
     except KeyboardInterrupt:
         return 130

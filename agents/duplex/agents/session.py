@@ -55,6 +55,7 @@ from .events import (
 )
 from .input_path import InputPath
 from .interruption import settle_interrupted
+from .logs import bind_session_id, new_session_id
 from .metrics import emit_turn_metrics
 from .playout import Playout
 from .responses import ReplyPolicy, ResponseState, ResponseTracker
@@ -102,7 +103,11 @@ class AgentSession:
         self.conversation = Conversation()
         self._emitter = Emitter()
         self._responses = ResponseTracker()
-        self._tools = ToolRunner(agent.tools, self._on_tool_output)
+        self._tools = ToolRunner(
+            agent.tools,
+            self._on_tool_output,
+            on_failure=lambda name, exc: self._report_error("tool_failed", repr(exc), True),
+        )
         self._control = asyncio.Lock()
         self._tasks = TaskSet(
             lambda name, exc: self._emit_transport(SessionError("internal_error", repr(exc), True))
@@ -119,6 +124,8 @@ class AgentSession:
         self._closing = False
         self._captions = Captions()
         self.closed = asyncio.Event()
+        #: The call's id, on every log record of the call (a runtime may set its own before start).
+        self.id: str = new_session_id()
 
     # public API -------------------------------------------------------------------------
     @property
@@ -158,6 +165,7 @@ class AgentSession:
         return await self._emitter.wait_for(event_type, predicate, timeout=timeout)
 
     async def start(self, transport: Transport) -> None:
+        bind_session_id(self.id)  # every task spawned from here on logs with the call's id
         self._transport = transport
         await transport.start()
         self._backend = await self.backend.connect(

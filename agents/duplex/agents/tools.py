@@ -18,8 +18,16 @@ from typing import Any, TypeVar, get_type_hints, overload
 import pydantic
 
 from .errors import ToolArgumentsError, ToolDefinitionError
+from .tool_threads import ToolThreads, default_tool_threads
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Seconds a tool may run unless it says otherwise; ``timeout=None`` must be asked for.
+DEFAULT_TOOL_TIMEOUT = 30.0
+#: Arguments longer than this (JSON characters) are refused before they are parsed.
+MAX_ARGUMENT_CHARS = 100_000
+#: Arguments nested deeper than this are refused before they are parsed.
+MAX_ARGUMENT_DEPTH = 32
 
 _TOOL_ATTR = "__duplex_tool__"
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -42,7 +50,7 @@ class FunctionTool:
     parameters: dict[str, Any]
     fn: Callable[..., Any] = field(repr=False)
     model: type[pydantic.BaseModel] = field(repr=False)
-    timeout: float | None = None
+    timeout: float | None = DEFAULT_TOOL_TIMEOUT
 
     def schema(self) -> dict[str, Any]:
         """Chat-completions style ``{"type": "function", "function": {...}}``."""
@@ -56,32 +64,51 @@ class FunctionTool:
         }
 
     def validate(self, arguments: str | dict[str, Any]) -> dict[str, Any]:
-        """Parse and check arguments; raises `ToolArgumentsError` the model can read."""
+        """Parse and check arguments; raises `ToolArgumentsError` the model can read.
+
+        Size and depth are checked before parsing, so hostile arguments cost little
+        and never reach the parser's recursion or integer limits.
+        """
         if isinstance(arguments, str):
+            check_argument_text(arguments)
             try:
                 raw = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError as e:
                 raise ToolArgumentsError(f"arguments are not valid JSON: {e.msg}") from None
+            except (ValueError, RecursionError) as e:  # e.g. an int over Python's digit limit
+                raise ToolArgumentsError(f"arguments cannot be read: {_first_line(e)}") from None
         else:
             raw = arguments
+            check_argument_depth(raw)
         if not isinstance(raw, dict):
             raise ToolArgumentsError("arguments must be a JSON object")
         try:
             parsed = self.model.model_validate(raw)
-        except pydantic.ValidationError as e:
+        except (ValueError, RecursionError) as e:
+            if not isinstance(e, pydantic.ValidationError):
+                raise ToolArgumentsError(
+                    f"invalid arguments for {self.name}: {_first_line(e)}"
+                ) from None
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
                 for err in e.errors()
             )
-            raise ToolArgumentsError(f"invalid arguments for {self.name}: {problems}") from None
+            raise ToolArgumentsError(
+                f"invalid arguments for {self.name}: {problems[:1000]}"
+            ) from None
         return {name: getattr(parsed, name) for name in type(parsed).model_fields}
 
-    async def invoke(self, arguments: dict[str, Any]) -> Any:
-        """Call with validated arguments; sync functions run in a thread so audio never stalls."""
+    async def invoke(self, arguments: dict[str, Any], *, threads: ToolThreads | None = None) -> Any:
+        """Call with validated arguments; sync functions run in a thread so audio never stalls.
+
+        Sync tools use ``threads`` (default: the process-wide `ToolThreads`), never the
+        loop's default executor, which a hung tool would otherwise starve.
+        """
         if inspect.iscoroutinefunction(self.fn):
             coro: Awaitable[Any] = self.fn(**arguments)
         else:
-            coro = asyncio.to_thread(functools.partial(self.fn, **arguments))
+            pool = threads or default_tool_threads()
+            coro = pool.run(functools.partial(self.fn, **arguments))
         if self.timeout is None:
             return await coro
         return await asyncio.wait_for(coro, self.timeout)
@@ -91,7 +118,10 @@ class FunctionTool:
 def function_tool(fn: F, /) -> F: ...
 @overload
 def function_tool(
-    *, name: str | None = None, description: str | None = None, timeout: float | None = 30.0
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = DEFAULT_TOOL_TIMEOUT,
 ) -> Callable[[F], F]: ...
 
 
@@ -101,12 +131,13 @@ def function_tool(
     *,
     name: str | None = None,
     description: str | None = None,
-    timeout: float | None = 30.0,
+    timeout: float | None = DEFAULT_TOOL_TIMEOUT,
 ) -> F | Callable[[F], F]:
     """Mark a function or `Agent` method as a tool.
 
     The description is the docstring's first paragraph; ``name: text`` lines (or a
-    Google-style ``Args:`` block) describe the parameters.
+    Google-style ``Args:`` block) describe the parameters. ``timeout`` (seconds) ends
+    a call that runs too long with an error the model reads; ``None`` disables it.
     """
 
     def mark(f: F) -> F:
@@ -128,7 +159,9 @@ def is_tool(obj: object) -> bool:
 
 def build_tool(fn: Callable[..., Any]) -> FunctionTool:
     """A `FunctionTool` for a decorated function or bound method."""
-    info: ToolInfo = getattr(fn, _TOOL_ATTR, None) or ToolInfo(fn.__name__, "", 30.0)
+    info: ToolInfo = getattr(fn, _TOOL_ATTR, None) or ToolInfo(
+        fn.__name__, "", DEFAULT_TOOL_TIMEOUT
+    )
     sig = inspect.signature(fn)
     summary, param_docs = parse_docstring(inspect.getdoc(fn) or "", sig.parameters)
     try:
@@ -166,6 +199,54 @@ def build_tool(fn: Callable[..., Any]) -> FunctionTool:
         model=model,
         timeout=info.timeout,
     )
+
+
+def check_argument_text(text: str) -> None:
+    """Refuse argument JSON that is too long or nested too deep, without parsing it."""
+    if len(text) > MAX_ARGUMENT_CHARS:
+        raise ToolArgumentsError(
+            f"arguments are {len(text)} characters long; at most {MAX_ARGUMENT_CHARS} are accepted"
+        )
+    depth = deepest = 0
+    # Brackets inside strings do not nest: drop string bodies (escapes included) first.
+    for ch in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth = depth + 1 if ch in "[{" else depth - 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_ARGUMENT_DEPTH:
+                raise ToolArgumentsError(
+                    f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels"
+                )
+
+
+def check_argument_depth(value: Any) -> None:
+    """The same depth limit for arguments a backend already parsed (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth > MAX_ARGUMENT_DEPTH:
+            raise ToolArgumentsError(
+                f"arguments are nested deeper than {MAX_ARGUMENT_DEPTH} levels"
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _first_line(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = type(exc).__name__
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
 
 
 def find_tools(obj: object) -> list[FunctionTool]:

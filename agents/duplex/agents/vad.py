@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from .audio import AudioFrame, FrameChunker
 from .resample import LOW_LATENCY, Resampler
@@ -65,12 +69,34 @@ class _EnergyStream(VADStream):
         return min(1.0, frame.rms() / (2 * self._level))
 
 
+class EndOfTurnModel(ABC):
+    """Judges from the turn's audio whether a pause ends it (e.g. Smart Turn).
+
+    Asked once per pause, off the event loop: `predict` returns a future the
+    detector checks on later frames, so a slow model never blocks the audio path.
+    """
+
+    #: The most audio (ending now) the model looks at; the detector keeps no more.
+    max_audio_ms: float = 8000.0
+
+    @abstractmethod
+    def predict(self, audio: npt.NDArray[np.int16], sample_rate: int) -> Future[float]:
+        """Probability in [0, 1] that the turn is complete, for mono int16 audio."""
+
+
 @dataclass(frozen=True)
 class TurnOptions:
     threshold: float = 0.5
     prefix_padding_ms: float = 300.0
+    #: Silence that ends a turn when there is no end-of-turn model (or it failed).
     silence_duration_ms: float = 500.0
     min_speech_ms: float = 100.0
+    #: Optional semantic end of turn: asked after ``end_of_turn_pause_ms`` of silence;
+    #: "complete" ends the turn at once, "incomplete" waits up to ``end_of_turn_max_ms``.
+    end_of_turn: EndOfTurnModel | None = None
+    end_of_turn_pause_ms: float = 200.0
+    end_of_turn_max_ms: float = 1500.0
+    end_of_turn_threshold: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -86,6 +112,8 @@ class SpeechEnd:
     #: Audio time the last voiced frame ended.
     at_ms: float
     speech_ms: float
+    #: The end-of-turn model's probability when it ended the turn, else None.
+    end_of_turn: float | None = None
 
 
 TurnEvent = SpeechStart | SpeechEnd
@@ -112,6 +140,13 @@ class TurnDetector:
         self._last_voiced_end_ms = 0.0
         self._speech_start_ms = 0.0
         self.last_probability = 0.0
+        # End-of-turn model: the turn's audio so far, and the question asked at this pause.
+        self._turn_audio: deque[AudioFrame] = deque()
+        self._turn_audio_ms = 0.0
+        self._eot: Future[float] | None = None
+        self._eot_failed = False
+        #: The model's answer at the latest pause (None before it answered).
+        self.end_of_turn_probability: float | None = None
 
     @property
     def speech_ms(self) -> float:
@@ -127,6 +162,8 @@ class TurnDetector:
         events: list[TurnEvent] = []
         self._history.append((self._input_ms, frame))
         self._input_ms += frame.duration_ms
+        if self.speaking:
+            self._keep_turn_audio(frame)
         resampled = self._resampler.push(frame)
         for chunk in self._chunker.push(resampled) if resampled is not None else ():
             start_ms = 1000.0 * self._vad_samples / self.vad.sample_rate
@@ -137,8 +174,79 @@ class TurnDetector:
             ev = self._decide(p >= self.options.threshold, start_ms, end_ms)
             if ev is not None:
                 events.append(ev)
+                if isinstance(ev, SpeechStart):
+                    self._start_turn_audio(ev.prefix)
         self._trim_history()
         return events
+
+    # --- end-of-turn model ------------------------------------------------------------
+    def _start_turn_audio(self, prefix: tuple[AudioFrame, ...]) -> None:
+        self._turn_audio.clear()
+        self._turn_audio_ms = 0.0
+        if self.options.end_of_turn is not None:
+            for f in prefix:
+                self._keep_turn_audio(f)
+
+    def _keep_turn_audio(self, frame: AudioFrame) -> None:
+        model = self.options.end_of_turn
+        if model is None:
+            return
+        self._turn_audio.append(frame)
+        self._turn_audio_ms += frame.duration_ms
+        while self._turn_audio and (
+            self._turn_audio_ms - self._turn_audio[0].duration_ms >= model.max_audio_ms
+        ):
+            self._turn_audio_ms -= self._turn_audio.popleft().duration_ms
+
+    def _ask_model(self, model: EndOfTurnModel) -> None:
+        self.end_of_turn_probability = None
+        audio = (
+            np.concatenate([f.to_mono().data[:, 0] for f in self._turn_audio])
+            if self._turn_audio
+            else np.zeros(0, np.int16)
+        )
+        try:
+            self._eot = model.predict(audio, self.input_rate)
+        except Exception:  # a broken model must not end calls: use the silence rule
+            self._eot_failed = True
+
+    def _model_verdict(self) -> float | None:
+        """The model's probability once it has answered; marks a failure as such."""
+        fut = self._eot
+        if fut is None or not fut.done():
+            return None
+        if fut.cancelled() or fut.exception() is not None:
+            self._eot, self._eot_failed = None, True
+            return None
+        self.end_of_turn_probability = fut.result()
+        return self.end_of_turn_probability
+
+    def _forget_question(self) -> None:
+        if self._eot is not None:
+            self._eot.cancel()  # harmless once it runs; the answer is simply ignored
+        self._eot = None
+        self._eot_failed = False
+
+    def _silence_ends_turn(self, silence_ms: float) -> tuple[bool, float | None]:
+        """Whether ``silence_ms`` after the last voiced frame ends the turn (and the model's p)."""
+        opts = self.options
+        model = opts.end_of_turn
+        if model is None or self._eot_failed:
+            return silence_ms >= opts.silence_duration_ms, None
+        if silence_ms >= opts.end_of_turn_max_ms:
+            return True, self.end_of_turn_probability
+        if silence_ms < opts.end_of_turn_pause_ms:
+            return False, None
+        if self._eot is None:
+            self._ask_model(model)
+            if self._eot_failed:
+                return silence_ms >= opts.silence_duration_ms, None
+        p = self._model_verdict()
+        if self._eot_failed:
+            return silence_ms >= opts.silence_duration_ms, None
+        if p is not None and p >= opts.end_of_turn_threshold:
+            return True, p
+        return False, None
 
     def _trim_history(self) -> None:
         """Keep only audio a future `SpeechStart` prefix can still need.
@@ -157,6 +265,8 @@ class TurnDetector:
     def _decide(self, voiced: bool, start_ms: float, end_ms: float) -> TurnEvent | None:
         opts = self.options
         if voiced:
+            if self._eot is not None or self._eot_failed:
+                self._forget_question()  # speech resumed: that pause was not the end
             if self._run_start_ms is None:
                 self._run_start_ms = start_ms
             self._last_voiced_end_ms = end_ms
@@ -168,11 +278,15 @@ class TurnDetector:
         if not self.speaking:
             self._run_start_ms = None
             return None
-        if end_ms - self._last_voiced_end_ms >= opts.silence_duration_ms:
+        ends, p = self._silence_ends_turn(end_ms - self._last_voiced_end_ms)
+        if ends:
             self.speaking = False
             self._run_start_ms = None
+            self._forget_question()
+            self._turn_audio.clear()
+            self._turn_audio_ms = 0.0
             return SpeechEnd(
-                self._last_voiced_end_ms, self._last_voiced_end_ms - self._speech_start_ms
+                self._last_voiced_end_ms, self._last_voiced_end_ms - self._speech_start_ms, p
             )
         return None
 
@@ -189,3 +303,6 @@ class TurnDetector:
         self._vad_samples = round(self._input_ms * self.vad.sample_rate / 1000.0)
         self.speaking = False
         self._run_start_ms = None
+        self._forget_question()
+        self._turn_audio.clear()
+        self._turn_audio_ms = 0.0

@@ -8,14 +8,13 @@ await session.start(transport)
 ```
 """
 
+from ..wav import read_wav, write_wav
 from .memory import (
     MemoryAudioInput,
     MemoryAudioOutput,
     MemoryTransport,
     PlayedFrame,
-    read_wav,
     tone,
-    write_wav,
 )
 from .scripted import Call, Reply, ScriptedBackend, ScriptedCall, ScriptedSession
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import wave
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from ..audio import AudioFrame, FrameChunker
 from ..errors import AudioFormatError, SessionClosedError
 from ..transport import AudioInput, AudioOutput, Transport
+from ..wav import read_wav
 
 PlayoutMode = Literal["auto", "manual", "realtime"]
 _EOF = object()
@@ -229,22 +229,6 @@ class MemoryTransport(Transport):
         self.audio_input.end()
         await self.audio_output.aclose()
         await super().aclose()
-
-
-def read_wav(path: str | Path) -> AudioFrame:
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise AudioFormatError(f"{path}: only 16-bit PCM WAV is supported")
-        data = w.readframes(w.getnframes())
-        return AudioFrame.from_pcm16(data, w.getframerate(), w.getnchannels())
-
-
-def write_wav(path: str | Path, frame: AudioFrame) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(frame.channels)
-        w.setsampwidth(2)
-        w.setframerate(frame.sample_rate)
-        w.writeframes(frame.data.astype("<i2").tobytes())
 
 
 def tone(ms: float, sample_rate: int, freq: float = 440.0, level: float = 0.3) -> AudioFrame:

@@ -10,6 +10,7 @@ from duplex.agents.conversation import Conversation
 from duplex.agents.stages import LLM, STT, TTS
 from duplex.agents.tools import FunctionTool
 
+from .preemptive import PreemptiveOptions
 from .session import CascadeSession
 
 
@@ -21,11 +22,23 @@ class CascadeBackend(Backend):
     Stages are shared by every session of the deployment (a loaded model, a pool).
     """
 
-    def __init__(self, stt: STT, llm: LLM, tts: TTS, *, sentence_min_chars: int = 4) -> None:
+    def __init__(
+        self,
+        stt: STT,
+        llm: LLM,
+        tts: TTS,
+        *,
+        sentence_min_chars: int = 4,
+        preemptive_generation: bool | PreemptiveOptions = True,
+    ) -> None:
         self.stt = stt
         self.llm = llm
         self.tts = tts
         self.sentence_min_chars = sentence_min_chars
+        #: Start the LLM (and the first audio) when the caller pauses; see `preemptive`.
+        self.preemptive: PreemptiveOptions | None = (
+            PreemptiveOptions() if preemptive_generation is True else preemptive_generation or None
+        )
         self.capabilities = Capabilities(
             server_vad=False,
             truncation=True,
@@ -56,6 +69,7 @@ class CascadeBackend(Backend):
             tools=tools,
             conversation=conversation,
             sentence_min_chars=self.sentence_min_chars,
+            preemptive=self.preemptive,
         )
 
     async def prewarm(self) -> None:

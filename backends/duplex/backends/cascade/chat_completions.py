@@ -1,11 +1,14 @@
 """`ChatCompletionsLLM`: any OpenAI-compatible ``/v1/chat/completions`` server, streamed.
 
 vLLM, OpenAI, llama.cpp's server and Ollama all speak it, with small differences in
-which fields are null or missing; everything here is read defensively.
+which fields are null or missing; everything here is read defensively. Whatever a
+server sends (wrong shapes, deep nesting, huge lines, a trickle or silence) ends the
+reply with a typed `LLMError`, never a hang or an untyped exception.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -20,9 +23,15 @@ from duplex.agents.stages import LLM, LLMChunk, TextChunk, ToolCallChunk, UsageC
 
 from .errors import LLMError
 from .messages import chat_tool_choice
-from .sse import iter_sse_data
+from .sse import MAX_EVENT_BYTES, SSEError, SSETimeoutError, iter_sse_data
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to wait for the response headers and then for each complete SSE event.
+DEFAULT_READ_TIMEOUT_S = 30.0
+#: Characters of tool-call arguments one reply may stream, and calls per reply.
+MAX_TOOL_ARGUMENT_CHARS = 1_000_000
+MAX_TOOL_CALLS = 128
 
 
 def api_root(url: str) -> str:
@@ -47,16 +56,24 @@ class _ToolCallAssembler:
     def add(self, delta: dict[str, Any]) -> None:
         index = delta.get("index")
         call_id = delta.get("id") or None
-        if not isinstance(index, int):
+        if call_id is not None and not isinstance(call_id, str):
+            raise LLMError("a tool call's id is not a string", code="llm_bad_chunk")
+        if not isinstance(index, int) or isinstance(index, bool):
             # Some servers omit the index and send whole calls: key them by id, else append.
             index = next(
                 (i for i, c in self.calls.items() if call_id and c.call_id == call_id),
                 len(self.calls),
             )
+        if index not in self.calls and len(self.calls) >= MAX_TOOL_CALLS:
+            raise LLMError(
+                f"more than {MAX_TOOL_CALLS} tool calls in one reply", code="llm_bad_chunk"
+            )
         call = self.calls.setdefault(index, _PartialCall())
         if call_id:
             call.call_id = call_id
         fn = delta.get("function") or {}
+        if not isinstance(fn, dict):
+            raise LLMError("a tool call's function is not an object", code="llm_bad_chunk")
         name = fn.get("name")
         if isinstance(name, str) and name:
             call.name = name
@@ -65,6 +82,11 @@ class _ToolCallAssembler:
             call.arguments += args
         elif isinstance(args, dict):
             call.arguments += json.dumps(args)
+        if len(call.arguments) > MAX_TOOL_ARGUMENT_CHARS:
+            raise LLMError(
+                f"a tool call's arguments exceed {MAX_TOOL_ARGUMENT_CHARS} characters",
+                code="llm_bad_chunk",
+            )
 
     def complete(self) -> list[ToolCallChunk]:
         out: list[ToolCallChunk] = []
@@ -83,12 +105,24 @@ class _ToolCallAssembler:
         return out
 
 
+def _count(value: Any) -> int:
+    """A token count as a non-negative int; anything else is a bad chunk."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise LLMError(
+            f"a usage count is not a token count: {str(value)[:50]!r}", code="llm_bad_chunk"
+        )
+    return value
+
+
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    prompt = int(raw.get("prompt_tokens") or 0)
-    completion = int(raw.get("completion_tokens") or 0)
-    cached = int(((raw.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0)
+    prompt = _count(raw.get("prompt_tokens"))
+    completion = _count(raw.get("completion_tokens"))
+    details = raw.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
@@ -104,9 +138,10 @@ def _error_message(body: Any) -> tuple[str | None, str]:
         err = body.get("error", body)
         if isinstance(err, dict):
             code = err.get("code") or err.get("type")
-            return (str(code) if code is not None else None), str(err.get("message") or err)
-        return None, str(err)
-    return None, str(body)
+            code_text = str(code)[:64] if code is not None else None
+            return code_text, str(err.get("message") or err)[:1000]
+        return None, str(err)[:1000]
+    return None, str(body)[:1000]
 
 
 class ChatCompletionsLLM(LLM):
@@ -114,6 +149,9 @@ class ChatCompletionsLLM(LLM):
 
     ``api_key`` is optional (local servers need none) and is never logged.
     ``extra_body`` is merged into every request (e.g. ``{"top_k": 20}`` for vLLM).
+    ``read_timeout_s`` bounds the wait for the response headers and then for each
+    complete event (the first one included): a silent or trickling server fails the
+    reply with ``llm_timeout`` after that long. ``None`` waits forever (only on request).
     """
 
     def __init__(
@@ -126,6 +164,8 @@ class ChatCompletionsLLM(LLM):
         max_tokens: int | None = None,
         extra_body: dict[str, Any] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.url = api_root(base_url) + "/chat/completions"
         self.model = model
@@ -133,7 +173,11 @@ class ChatCompletionsLLM(LLM):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
-        self.timeout = timeout or aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+        self.read_timeout_s = read_timeout_s
+        self.max_event_bytes = max_event_bytes
+        self.timeout = timeout or aiohttp.ClientTimeout(
+            total=None, sock_connect=10, sock_read=read_timeout_s
+        )
         self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -143,6 +187,12 @@ class ChatCompletionsLLM(LLM):
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=self.timeout)
         return self._http
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
 
     def request_body(
         self,
@@ -174,14 +224,13 @@ class ChatCompletionsLLM(LLM):
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: ToolChoice | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        headers = {"Accept": "text/event-stream"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
         body = self.request_body(messages, tools, tool_choice)
         calls = _ToolCallAssembler()
         finished = False
+        failure: LLMError | None = None
         try:
-            async with self._session().post(self.url, json=body, headers=headers) as resp:
+            # Headers built inline: no local of this frame holds the key (tracebacks with locals).
+            async with self._session().post(self.url, json=body, headers=self._headers()) as resp:
                 if resp.status != 200:
                     raw = (await resp.content.read(4096)).decode("utf-8", errors="replace")
                     try:
@@ -194,11 +243,16 @@ class ChatCompletionsLLM(LLM):
                         recoverable=resp.status >= 500 or resp.status == 429,
                     )
                 try:
-                    async for data in iter_sse_data(resp.content):
+                    events = iter_sse_data(
+                        resp.content,
+                        event_timeout_s=self.read_timeout_s,
+                        max_event_bytes=self.max_event_bytes,
+                    )
+                    async for data in events:
                         if data.strip() == "[DONE]":
                             finished = True
                             break
-                        for chunk in self._parse(data, calls):
+                        for chunk in self._parse_safely(data, calls):
                             if chunk is None:
                                 finished = True
                                 continue
@@ -206,26 +260,50 @@ class ChatCompletionsLLM(LLM):
                 finally:
                     if not finished:
                         resp.close()  # drop the socket so the server stops generating
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
-            if finished:
-                return
+        except SSETimeoutError as e:
+            failure = LLMError(f"chat completions stalled: {e}", code="llm_timeout")
+        except SSEError as e:
+            failure = LLMError(f"chat completions sent a bad stream: {e}", code="llm_bad_chunk")
+        except asyncio.TimeoutError:  # TimeoutError's alias only from 3.11
+            failure = LLMError(
+                f"chat completions did not answer within {self.read_timeout_s} s",
+                code="llm_timeout",
+            )
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
             where = " mid-tool-call" if calls.calls else ""
-            raise LLMError(
+            failure = LLMError(
                 f"chat completions stream broke{where}: {type(e).__name__}: {e}",
                 code="llm_stream_cut",
-            ) from e
-        if not finished:
+            )
+        if failure is not None and not finished:
+            # Raised here, outside the handler: no chained context leads back to aiohttp's
+            # frames, whose locals hold the request headers (and the API key).
+            raise failure
+        if failure is None and not finished:
             where = " mid-tool-call" if calls.calls else ""
             raise LLMError(
                 f"chat completions stream ended{where} before the reply finished",
                 code="llm_stream_cut",
             )
 
+    def _parse_safely(self, data: str, calls: _ToolCallAssembler) -> list[LLMChunk | None]:
+        """`_parse`, with any shape it did not foresee turned into a typed error."""
+        try:
+            return self._parse(data, calls)
+        except LLMError:
+            raise
+        except Exception as e:  # a shape nobody checked for: still the server's fault
+            raise LLMError(
+                f"chat completions sent a chunk of an unexpected shape ({type(e).__name__}): "
+                f"{data[:200]!r}",
+                code="llm_bad_chunk",
+            ) from None
+
     def _parse(self, data: str, calls: _ToolCallAssembler) -> list[LLMChunk | None]:
         """Chunks from one SSE event; None marks a finish_reason (the reply is complete)."""
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise LLMError(
                 f"chat completions sent invalid JSON: {data[:200]!r}", code="llm_bad_chunk"
             ) from None
@@ -239,14 +317,28 @@ class ChatCompletionsLLM(LLM):
                 f"chat completions failed mid-stream: {message}", code=code or "llm_error"
             )
         out: list[LLMChunk | None] = []
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices") or []
+        if not isinstance(choices, list):
+            raise LLMError(
+                "chat completions sent 'choices' that is not a list", code="llm_bad_chunk"
+            )
+        for choice in choices:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise LLMError(
+                    "chat completions sent a 'delta' that is not an object", code="llm_bad_chunk"
+                )
             content = delta.get("content")
             if isinstance(content, str) and content:
                 out.append(TextChunk(content))
-            for tc in delta.get("tool_calls") or ():
+            tool_calls = delta.get("tool_calls") or []
+            if not isinstance(tool_calls, list):
+                raise LLMError(
+                    "chat completions sent 'tool_calls' that is not a list", code="llm_bad_chunk"
+                )
+            for tc in tool_calls:
                 if isinstance(tc, dict):
                     calls.add(tc)
             if choice.get("finish_reason"):

@@ -35,6 +35,7 @@ from duplex.agents.tools import FunctionTool
 
 from .errors import STTError, STTOverflowError
 from .messages import to_chat_messages, tool_schemas
+from .preemptive import Preemption, PreemptiveOptions, SpeculationKey
 from .response import Reply, ReplyRequest
 from .text import SpokenSegment, heard_text
 
@@ -61,6 +62,7 @@ class CascadeSession(BackendSession):
         tools: Sequence[FunctionTool],
         conversation: Conversation,
         sentence_min_chars: int = 4,
+        preemptive: PreemptiveOptions | None = None,
     ) -> None:
         self._stt = stt
         self._stt_rate = stt_rate
@@ -80,6 +82,34 @@ class CascadeSession(BackendSession):
         #: Where each assistant item's sentences sit in its audio, for `truncate`.
         self._spoken: dict[str, list[SpokenSegment]] = {}
         self._closed = False
+        self._preempt = (
+            Preemption(
+                llm=llm,
+                tts=tts,
+                key_for=self._speculation_key,
+                sentence_min_chars=sentence_min_chars,
+                options=preemptive,
+            )
+            if preemptive is not None
+            else None
+        )
+
+    @property
+    def preemption(self) -> Preemption | None:
+        """Preemptive-reply state (None when turned off): counts of speculations."""
+        return self._preempt
+
+    def _speculation_key(self, text: str) -> SpeculationKey:
+        """The request a reply would make if the caller's turn ended with ``text``."""
+        utt = self._utt
+        msg = Message(
+            role="user",
+            content=(AudioPart(transcript=text, duration_ms=0.0, sample_rate=self._stt_rate),),
+            id=utt.item_id if utt else new_item_id(),
+        )
+        tools = tool_schemas(self._tools)
+        messages = to_chat_messages(self._instructions, [*self._mirror.items, msg])
+        return SpeculationKey(messages, tools, None)
 
     # --- events -------------------------------------------------------------------------
     def _emit(self, event: BackendEvent) -> None:
@@ -110,6 +140,8 @@ class CascadeSession(BackendSession):
         if self._utt is None:
             item_id = new_item_id()
             self._utt = _Utterance(item_id, self._stt.begin(self._partial_cb(item_id)))
+            if self._preempt is not None:
+                self._preempt.new_turn()
         utt = self._utt
         if utt.overflowed:
             return
@@ -120,11 +152,16 @@ class CascadeSession(BackendSession):
             self._emit(BackendError(e.code, str(e), recoverable=True))
             return
         utt.audio_ms += frame.duration_ms
+        if self._preempt is not None:
+            self._preempt.observe(frame)
 
     def _partial_cb(self, item_id: str) -> PartialCallback:
         def on_partial(text: str) -> None:
             if text:
                 self._emit(UserTranscript(item_id, text, final=False))
+                utt = self._utt
+                if self._preempt is not None and utt is not None and utt.item_id == item_id:
+                    self._preempt.heard(text)  # not for a turn already committed
 
         return on_partial
 
@@ -171,6 +208,8 @@ class CascadeSession(BackendSession):
         utt, self._utt = self._utt, None
         if utt is not None:
             await utt.stt.cancel()
+        if self._preempt is not None:
+            self._preempt.new_turn()
 
     # --- configuration and conversation ------------------------------------------------
     async def update_instructions(self, text: str) -> None:
@@ -244,10 +283,14 @@ class CascadeSession(BackendSession):
                 tools=tools,
                 tool_choice=tool_choice if tools else None,
             )
+            llm, tts = self._llm, self._tts
+            if self._preempt is not None:  # the speculated reply, if it asked exactly this
+                key = SpeculationKey(request.messages, request.tools, request.tool_choice)
+                llm, tts = self._preempt.take(key)
             reply = Reply(
                 request,
-                llm=self._llm,
-                tts=self._tts,
+                llm=llm,
+                tts=tts,
                 mirror=lambda: self._mirror,
                 emit=self._emit,
                 sentence_min_chars=self._sentence_min_chars,
@@ -303,6 +346,8 @@ class CascadeSession(BackendSession):
             with contextlib.suppress(Exception):
                 await self._utt.stt.cancel()
             self._utt = None
+        if self._preempt is not None:
+            await self._preempt.aclose()
         pending = [*self._tasks, *self._transcribing]
         for t in pending:
             t.cancel()

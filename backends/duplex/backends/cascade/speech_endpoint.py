@@ -8,6 +8,7 @@ WebSocket ``/v1/audio/speech/stream`` (``session.config`` / ``input.text`` /
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import aiohttp
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
-from duplex.agents.resample import Resampler
+from duplex.agents.resample import LOW_LATENCY, Resampler
 from duplex.agents.stages import TTS
 
 from .chat_completions import api_root
@@ -26,18 +27,28 @@ from .sse import iter_sse_data
 
 
 class _PcmFramer:
-    """Bytes in any split -> frames of ``frame_ms``, resampled to the declared rate."""
+    """Bytes in any split -> frames of ``frame_ms``, resampled to the declared rate.
+
+    Audio is passed on as it arrives: the first bytes go out at once (a short first
+    frame rather than a wait for a full one), and resampling uses the low-latency
+    filter, whose output does not lag its input by tens of milliseconds.
+    """
 
     def __init__(self, in_rate: int, out_rate: int, frame_ms: float) -> None:
         self._carry = b""
         self._bytes = 2 * max(1, round(in_rate * frame_ms / 1000))
         self._in_rate = in_rate
-        self._resampler = Resampler(in_rate, out_rate) if in_rate != out_rate else None
+        self._started = False
+        self._resampler = (
+            Resampler(in_rate, out_rate, quality=LOW_LATENCY) if in_rate != out_rate else None
+        )
 
     def push(self, data: bytes, *, last: bool = False) -> list[AudioFrame]:
         buf = self._carry + data
-        cut = len(buf) if last else len(buf) - len(buf) % self._bytes
+        whole = last or not self._started  # the first bytes go out without waiting for more
+        cut = len(buf) if whole else len(buf) - len(buf) % self._bytes
         cut -= cut % 2  # never split a sample
+        self._started = self._started or cut > 0
         self._carry = buf[cut:] if not last else b""
         out: list[AudioFrame] = []
         for i in range(0, cut, self._bytes):
@@ -155,7 +166,7 @@ class SpeechEndpointTTS(TTS):
                             yield frame
                 for frame in framer.push(b"", last=True):
                     yield frame
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise TTSError(
                 f"speech endpoint failed: {type(e).__name__}: {e}", code="tts_unreachable"
             ) from e
@@ -225,7 +236,7 @@ class SpeechEndpointTTS(TTS):
                             code="tts_failed",
                         )
                 raise TTSError("speech stream closed before session.done", code="tts_stream_cut")
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise TTSError(
                 f"speech stream failed: {type(e).__name__}: {e}", code="tts_unreachable"
             ) from e

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 # A sentence ends at . ! ? … (optionally closed by quotes or brackets) followed by space,
 # or at a line break. "3.5" and "e.g.x" stay whole because a space must follow.
 _END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
+# A clause ends at , ; : or a dash followed by space ("1,000" stays whole).
+_CLAUSE = re.compile(r"(?<=[,;:—–])\s+|\s+[—–]\s+")
 
 
 class SentenceSplitter:
@@ -17,16 +19,41 @@ class SentenceSplitter:
     ``min_chars`` keeps very short fragments ("Hi.", "Mr.") attached to what follows,
     trading a few milliseconds for a natural prosody. A run-on sentence longer than
     ``max_chars`` is cut at its last comma (or space) so speech still starts early.
+    The reply's first piece may be a clause ("Sure, ..." / "You said: ...") of at
+    least ``first_clause_chars``: it is synthesised and heard while the rest of the
+    sentence is still being made. ``first_clause_chars=None`` waits for a sentence.
     """
 
-    def __init__(self, min_chars: int = 4, max_chars: int = 200) -> None:
+    def __init__(
+        self, min_chars: int = 4, max_chars: int = 200, first_clause_chars: int | None = 8
+    ) -> None:
         self._buf = ""
         self._min = min_chars
         self._max = max_chars
+        self._first_clause = first_clause_chars
+        self._yielded = False
 
     def push(self, text: str) -> Iterator[str]:
+        for piece in self._pieces(text):
+            self._yielded = True
+            yield piece
+
+    def _first_clause_end(self) -> int | None:
+        if self._yielded or self._first_clause is None:
+            return None
+        for m in _CLAUSE.finditer(self._buf):
+            if len(self._buf[: m.start()].strip()) >= self._first_clause:
+                return m.end()
+        return None
+
+    def _pieces(self, text: str) -> Iterator[str]:
         self._buf += text
         start = 0
+        cut = self._first_clause_end()
+        sentence = _END.search(self._buf)
+        if cut is not None and (sentence is None or cut < sentence.end()):
+            yield self._buf[:cut].strip()
+            self._buf = self._buf[cut:]
         for m in _END.finditer(self._buf):
             piece = self._buf[start : m.end()].strip()
             if len(piece) < self._min:

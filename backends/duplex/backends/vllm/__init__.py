@@ -52,6 +52,7 @@ class VLLMRealtime(CascadeBackend):
         max_tokens: int | None = None,
         llm_extra_body: dict[str, Any] | None = None,
         sentence_min_chars: int = 4,
+        preemptive_generation: bool = False,
     ) -> None:
         env = os.environ.get
         base = base_url or env("DUPLEX_VLLM_URL") or "http://localhost:8000"
@@ -92,4 +93,12 @@ class VLLMRealtime(CascadeBackend):
             from duplex.plugins.piper import PiperTTS  # local voice: only when asked for
 
             tts = PiperTTS()
-        super().__init__(stt, llm, tts, sentence_min_chars=sentence_min_chars)
+        # Off by default here: a server STT's partials lag the audio, so a speculation
+        # started at a pause often runs on stale words and costs a wasted LLM call.
+        super().__init__(
+            stt,
+            llm,
+            tts,
+            sentence_min_chars=sentence_min_chars,
+            preemptive_generation=preemptive_generation,
+        )

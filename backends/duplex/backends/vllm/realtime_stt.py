@@ -130,7 +130,7 @@ class VLLMRealtimeSTTSession(STTSession):
         stt = self.stt
         try:
             ws = await stt.http().ws_connect(stt.ws_url, headers=stt.headers(), autoping=True)
-        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             raise STTError(
                 f"cannot reach vLLM realtime at {stt.ws_url}: {type(e).__name__}: {e}",
                 code="stt_unreachable",
@@ -215,7 +215,7 @@ class VLLMRealtimeSTTSession(STTSession):
                 if receiver.done():
                     break  # the server ended or failed the generation on its own
             return await asyncio.wait_for(asyncio.shield(receiver), self.stt.final_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise STTError(
                 "vLLM realtime sent no transcription.done in time", code="stt_timeout"
             ) from None

@@ -109,6 +109,13 @@ class ConsoleTransport(Transport):
         self._answered = asyncio.Event()
         self._answered.set()
         self._replying = False
+        #: Set once the session takes text: lines typed (or piped) before that are kept.
+        self._accepting = asyncio.Event()
+
+    def set_text_handler(self, handler: Any) -> None:
+        super().set_text_handler(handler)
+        if handler is not None:
+            self._accepting.set()
 
     async def start(self) -> None:
         if not self.text_only:
@@ -133,6 +140,7 @@ class ConsoleTransport(Transport):
         async for line in lines:
             text = line.strip()
             if text:
+                await self._accepting.wait()  # the backend may still be connecting
                 self._answered.clear()
                 self._replying = False
                 await self.deliver_text(text)

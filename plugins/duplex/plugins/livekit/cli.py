@@ -22,10 +22,52 @@ if TYPE_CHECKING:
 log = logging.getLogger("duplex.plugins.livekit")
 
 
+#: A file holding the API secret (e.g. a mounted container secret), when no secret is given.
+SECRET_FILE_ENV = "LIVEKIT_API_SECRET_FILE"
+
+
 def _add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="LiveKit server URL (default: $LIVEKIT_URL)")
     p.add_argument("--api-key", default=None, help="API key (default: $LIVEKIT_API_KEY)")
-    p.add_argument("--api-secret", default=None, help="API secret (default: $LIVEKIT_API_SECRET)")
+    p.add_argument(
+        "--api-secret",
+        default=None,
+        help="API secret (default: $LIVEKIT_API_SECRET). Prefer the variable or "
+        "--api-secret-file: command-line arguments are visible to every user in `ps`",
+    )
+    p.add_argument(
+        "--api-secret-file",
+        default=None,
+        metavar="PATH",
+        help=f"read the API secret from this file (default: ${SECRET_FILE_ENV})",
+    )
+
+
+def api_secret(args: argparse.Namespace, env: dict[str, str] | None = None) -> str | None:
+    """The secret from --api-secret, --api-secret-file, $LIVEKIT_API_SECRET or its file variable.
+
+    None lets the credentials fall back to the environment as before.
+    """
+    import os
+
+    from duplex.agents.errors import ConfigurationError
+
+    env = dict(os.environ) if env is None else env
+    if args.api_secret:
+        return str(args.api_secret)
+    path = args.api_secret_file or (
+        None if env.get("LIVEKIT_API_SECRET") else env.get(SECRET_FILE_ENV)
+    )
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise ConfigurationError(f"cannot read the API secret file {path}: {e.strerror}") from None
+    if not secret:
+        raise ConfigurationError(f"the API secret file {path} is empty")
+    return secret
 
 
 def _add_follow_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,15 +114,27 @@ def register_run(subparsers: Subparsers) -> None:
     p.add_argument(
         "--drain-timeout", type=int, default=600, help="seconds to finish calls on shutdown"
     )
-    p.add_argument("--host", default="", help="health-check HTTP host (default: all)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="health-check HTTP host (default: 127.0.0.1; 0.0.0.0 to be probed from outside)",
+    )
     p.add_argument(
         "--port", type=int, default=None, help="health-check HTTP port (default 8081, 0: any)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (livekit-agents' and duplex's) on this port; "
+        "traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (otel extra)",
     )
     p.set_defaults(run=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     from duplex.agents.app import choose_backend, load_app
+    from duplex.agents.telemetry_env import telemetry_wanted
 
     from .auth import LiveKitCredentials
     from .worker import WorkerConfig, build_server, serve
@@ -88,7 +142,14 @@ def run_command(args: argparse.Namespace) -> int:
     # fail here, before registering, if the app or backend is broken
     load_app(args.app)
     choose_backend(args.backend)
-    credentials = LiveKitCredentials.from_env(args.url, args.api_key, args.api_secret)
+    credentials = LiveKitCredentials.from_env(args.url, args.api_key, api_secret(args))
+    telemetry = args.metrics_port is not None or telemetry_wanted()
+    if telemetry:
+        from duplex.agents.telemetry import SessionTelemetry, setup_telemetry
+
+        # livekit-agents serves prometheus_client's registry on --metrics-port; ours joins it.
+        setup_telemetry(metrics_port=args.metrics_port, serve_metrics=False)
+        SessionTelemetry()  # its instruments exist (at 0) before the first job
     config = WorkerConfig(
         app=args.app,
         backend=args.backend,
@@ -96,6 +157,7 @@ def run_command(args: argparse.Namespace) -> int:
         participant_identity=args.participant,
         participant_kinds=args.kinds,
         max_jobs=args.max_jobs,
+        telemetry=telemetry,
     )
     server = build_server(
         config,
@@ -107,6 +169,7 @@ def run_command(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         host=args.host,
         port=args.port,
+        prometheus_port=args.metrics_port,
     )
     asyncio.run(serve(server, devmode=args.dev, drain_timeout=args.drain_timeout))
     return 0
@@ -154,7 +217,7 @@ async def join_room(args: argparse.Namespace, *, room: rtc.Room | None = None) -
     backend = choose_backend(args.backend)
     credentials = None
     if args.token is None or args.url is None:
-        credentials = LiveKitCredentials.from_env(args.url, args.api_key, args.api_secret)
+        credentials = LiveKitCredentials.from_env(args.url, args.api_key, api_secret(args))
     caps = backend.capabilities
     transport = RoomTransport(
         room_name=args.room,

@@ -4,23 +4,45 @@ LiveKit's SIP service joins a phone call to a room as a participant of kind SIP
 whose ``sip.*`` attributes describe the call; key presses arrive as SIP DTMF
 packets. Hanging up is removing that participant; transferring is a SIP REFER
 asked of the server API.
+
+The key-press types and the tools are the core's (`duplex.agents.phone`), shared
+with the other phone paths; this module adapts a room to them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from duplex.agents.errors import ConfigurationError, ToolError
-from duplex.agents.tools import FunctionTool, build_tool, function_tool
+from duplex.agents.phone import (
+    DtmfBuffer,
+    DtmfCallback,
+    DtmfDigit,
+    PhoneTools,
+    run_dtmf_callback,
+)
+from duplex.agents.tools import FunctionTool
 from livekit import api, rtc
 
 if TYPE_CHECKING:
     from .room import RoomTransport
+
+__all__ = [
+    "DtmfBuffer",
+    "DtmfCallback",
+    "DtmfDigit",
+    "RoomPhoneLine",
+    "SipCallInfo",
+    "SipControls",
+    "SipTools",
+    "dtmf_from_event",
+    "is_sip",
+    "run_callback",
+    "sip_tools",
+]
 
 SIP_PREFIX = "sip."
 
@@ -58,64 +80,6 @@ class SipCallInfo:
             rule_id=attrs.get("sip.ruleID"),
             attributes=attrs,
         )
-
-
-@dataclass(frozen=True)
-class DtmfDigit:
-    digit: str
-    code: int
-    participant_identity: str | None
-    at: float
-
-
-DtmfCallback = Callable[[DtmfDigit], Awaitable[None] | None]
-
-
-class DtmfBuffer:
-    """Keeps the digits pressed so a tool can read an entry (a PIN, a menu choice)."""
-
-    def __init__(self, max_digits: int = 64) -> None:
-        self._digits: list[DtmfDigit] = []
-        self._max = max_digits
-        self._changed = asyncio.Event()
-
-    def push(self, digit: DtmfDigit) -> None:
-        self._digits.append(digit)
-        del self._digits[: -self._max]
-        self._changed.set()
-
-    @property
-    def pending(self) -> str:
-        return "".join(d.digit for d in self._digits)
-
-    def clear(self) -> None:
-        self._digits.clear()
-
-    async def read(
-        self, max_digits: int = 16, *, timeout_s: float = 10.0, terminator: str = "#"
-    ) -> str:
-        """Digits up to ``terminator`` (not included), ``max_digits``, or a pause of ``timeout_s``.
-
-        The pause restarts on every key, as phone menus do; what is returned is consumed.
-        """
-        while True:
-            text = self.pending
-            if terminator and terminator in text:
-                entry = text[: text.index(terminator)]
-                self._consume(len(entry) + 1)
-                return entry
-            if len(text) >= max_digits:
-                self._consume(max_digits)
-                return text[:max_digits]
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
-            except asyncio.TimeoutError:
-                self._consume(len(text))
-                return text
-
-    def _consume(self, n: int) -> None:
-        del self._digits[:n]
 
 
 class SipControls:
@@ -161,13 +125,15 @@ class SipControls:
         )
 
 
-class SipTools:
-    """Tools that let the model act on the phone call the transport follows."""
+class RoomPhoneLine:
+    """The `PhoneLine` of a room: the followed participant, when it is a phone caller."""
 
-    def __init__(self, transport: RoomTransport, *, allow_transfer_to: tuple[str, ...] = ()):
+    def __init__(self, transport: RoomTransport) -> None:
         self._t = transport
-        #: When set, the model may only transfer to these destinations.
-        self.allow_transfer_to = allow_transfer_to
+
+    @property
+    def dtmf(self) -> DtmfBuffer:
+        return self._t.dtmf
 
     def _caller(self) -> str:
         info = self._t.sip_call
@@ -175,44 +141,22 @@ class SipTools:
             raise ToolError("the caller is not on a phone line")
         return info.identity
 
-    @function_tool
-    async def end_call(self) -> str:
-        """Hang up the phone call. Say goodbye first."""
-        identity = self._caller()
+    async def wait_for_playout(self) -> None:
+        self._caller()
         await self._t.wait_for_playout()
-        await self._t.hang_up(identity)
-        return "call ended"
 
-    @function_tool
-    async def transfer_call(self, destination: str) -> str:
-        """Transfer the caller to another phone number or SIP address.
+    async def end_call(self) -> None:
+        await self._t.hang_up(self._caller())
 
-        destination: a phone number like +15551234567, or sip:user@host
-        """
-        identity = self._caller()
-        target = destination if ":" in destination else f"tel:{destination}"
-        if self.allow_transfer_to and destination not in self.allow_transfer_to:
-            raise ToolError(f"transfers are only allowed to: {', '.join(self.allow_transfer_to)}")
-        await self._t.wait_for_playout()
-        await self._t.transfer(identity, target)
-        return f"transferred to {destination}"
+    async def transfer_call(self, target: str) -> None:
+        await self._t.transfer(self._caller(), target)
 
-    @function_tool
-    async def read_keypad(self, max_digits: int = 16, timeout_s: float = 8.0) -> str:
-        """Read the digits the caller types on the phone keypad, ending with # or a pause.
 
-        max_digits: stop after this many digits
-        timeout_s: seconds of no key presses that end the entry
-        """
-        digits = await self._t.dtmf.read(max_digits, timeout_s=timeout_s)
-        return digits or "no digits were pressed"
+class SipTools(PhoneTools):
+    """Tools that let the model act on the phone call the transport follows."""
 
-    def tools(self) -> list[FunctionTool]:
-        return [
-            build_tool(self.end_call),
-            build_tool(self.transfer_call),
-            build_tool(self.read_keypad),
-        ]
+    def __init__(self, transport: RoomTransport, *, allow_transfer_to: tuple[str, ...] = ()):
+        super().__init__(RoomPhoneLine(transport), allow_transfer_to=allow_transfer_to)
 
 
 def sip_tools(transport: RoomTransport, **options: tuple[str, ...]) -> list[FunctionTool]:
@@ -229,8 +173,4 @@ def dtmf_from_event(event: rtc.SipDTMF) -> DtmfDigit:
     )
 
 
-async def run_callback(cb: DtmfCallback, digit: DtmfDigit) -> None:
-    result = cb(digit)
-    if result is not None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await result
+run_callback = run_dtmf_callback

@@ -47,10 +47,16 @@ class WorkerConfig:
     output_buffer_ms: float = 200.0
     #: Accept at most this many concurrent jobs (load = jobs / max_jobs); None: CPU load.
     max_jobs: int | None = None
+    #: Trace and measure each session (OpenTelemetry; the ``otel`` extra).
+    telemetry: bool = False
 
 
 def prewarm(config: WorkerConfig, proc: JobProcess) -> None:
     """Runs once per job process before any job: import the app, build the backend."""
+    if config.telemetry:
+        from duplex.agents.telemetry import setup_telemetry
+
+        setup_telemetry()  # a job process exports its own spans (OTLP); no-op in the worker's
     proc.userdata["app"] = load_app(config.app)
     proc.userdata["backend"] = choose_backend(config.backend)
     logger.info("prewarmed %s", config.app)
@@ -92,7 +98,12 @@ async def run_job(config: WorkerConfig, ctx: JobContext) -> None:
         output_rate=caps.output_sample_rate,
         output_buffer_ms=config.output_buffer_ms,
     )
-    session = await spec.start(transport, backend)
+    prepare = None
+    if config.telemetry:
+        from duplex.agents.telemetry import SessionTelemetry
+
+        prepare = SessionTelemetry(backend_name=config.backend).prepare
+    session = await spec.start(transport, backend, prepare=prepare)
 
     async def close(reason: str) -> None:
         await session.aclose(f"job shutdown: {reason}")
@@ -112,10 +123,15 @@ def build_server(
     num_idle_processes: int | None = None,
     load_threshold: float | None = None,
     drain_timeout: int = 600,
-    host: str = "",
+    host: str = "127.0.0.1",
     port: int | None = None,
+    prometheus_port: int | None = None,
 ) -> AgentServer:
-    """An `AgentServer` whose jobs run ``config.app``; ``devmode`` keeps jobs in threads."""
+    """An `AgentServer` whose jobs run ``config.app``; ``devmode`` keeps jobs in threads.
+
+    Its health-check HTTP server binds ``host``: loopback unless told otherwise (a
+    container whose orchestrator probes it from outside passes ``0.0.0.0``).
+    """
     from livekit import agents
 
     kind = executor or ("thread" if devmode else "process")
@@ -142,6 +158,8 @@ def build_server(
         options["load_threshold"] = load_threshold if load_threshold > 0 else math.inf
     if port is not None:
         options["port"] = port
+    if prometheus_port is not None:
+        options["prometheus_port"] = prometheus_port
     server = agents.AgentServer(**options)
     server.rtc_session(
         functools.partial(run_job, config),

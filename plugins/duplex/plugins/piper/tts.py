@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from duplex.agents.audio import AudioFrame
 from duplex.agents.stages import TTS
 from duplex.backends.cascade.errors import TTSError
@@ -49,6 +52,10 @@ class PiperTTS(TTS):
     Closing the stream early stops the thread at its next chunk, so an interrupted
     reply does not keep a core busy. Piper adds random noise to prosody and timing;
     ``noise_scale=0, noise_w_scale=0`` makes the output repeatable (tests, demos).
+
+    Piper starts every text with ~30-60 ms of silence; it is cut (keeping
+    ``lead_in_ms`` before the first sample above ``trim_level`` of full scale),
+    so the first audio a caller gets is speech.
     """
 
     def __init__(
@@ -62,6 +69,8 @@ class PiperTTS(TTS):
         noise_w_scale: float | None = None,
         frame_ms: float = 40.0,
         use_cuda: bool = False,
+        trim_level: float = 0.01,
+        lead_in_ms: float = 5.0,
     ) -> None:
         if model_path is None:
             model_path, default_config = default_voice()
@@ -74,6 +83,8 @@ class PiperTTS(TTS):
         self.noise_w_scale = noise_w_scale
         self.frame_ms = frame_ms
         self.use_cuda = use_cuda
+        self.trim_level = trim_level
+        self.lead_in_ms = lead_in_ms
         config = json.loads(self.config_path.read_text(encoding="utf-8"))
         self.sample_rate = int(config["audio"]["sample_rate"])
         self._voice: Any = None
@@ -103,6 +114,13 @@ class PiperTTS(TTS):
             noise_w_scale=self.noise_w_scale,
         )
 
+    def _trim_leading(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > self.trim_level * 32768)
+        if not loud.size:
+            return pcm[:0]
+        keep = round(self.sample_rate * self.lead_in_ms / 1000)
+        return pcm[max(0, int(loud[0]) - keep) :]
+
     async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
         voice = await self.load()
         loop = asyncio.get_running_loop()
@@ -123,6 +141,7 @@ class PiperTTS(TTS):
 
         worker = loop.run_in_executor(None, work)
         step = max(1, round(self.sample_rate * self.frame_ms / 1000))
+        started = False
         try:
             while True:
                 item = await queue.get()
@@ -133,6 +152,11 @@ class PiperTTS(TTS):
                         f"Piper failed: {type(item).__name__}: {item}", code="tts_failed"
                     )
                 pcm = item.reshape(-1)  # type: ignore[attr-defined]
+                if not started:
+                    pcm = self._trim_leading(pcm)
+                    if not len(pcm):
+                        continue  # a chunk of silence only: the speech is in the next one
+                    started = True
                 for i in range(0, len(pcm), step):
                     yield AudioFrame(pcm[i : i + step], self.sample_rate)
         finally:

@@ -6,35 +6,77 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from duplex.agents.app import AppSpec
+from duplex.agents.app import AppSpec, Prepare
+from duplex.agents.app import default_vad as _default_vad
 from duplex.agents.backend import Backend
+from duplex.agents.recorder import SessionRecorder
+from duplex.agents.session import AgentSession
+from duplex.agents.transport import Transport
 
 from .server import ClosableSession, PlaygroundServer, SessionFactory
 from .transport import WebRTCTransport
 
-__all__ = ["app_factory", "default_vad", "serve"]
+__all__ = ["app_factory", "default_vad", "describe_backend", "serve"]
+
+default_vad = _default_vad  # kept for callers that imported it from here
 
 log = logging.getLogger(__name__)
 
 
-#: Session events the session does not hand to `Transport.publish` itself but the page shows.
-def default_vad() -> Any | None:
-    """WebRTC's VAD when its extra is installed: a browser mic is noisier than EnergyVAD likes."""
-    try:
-        from duplex.plugins.webrtcvad import WebRTCVAD
-    except ImportError:
-        return None
-    return WebRTCVAD()
+_LABELS = {"WhisperSTT": "Whisper", "EchoLLM": "echo", "PiperTTS": "Piper"}
+_LABELS["ChatCompletionsLLM"] = ""  # its model name says it
 
 
-def app_factory(spec: AppSpec, backend: Backend, **session_options: Any) -> SessionFactory:
-    """A `SessionFactory` that runs ``spec`` on ``backend`` for each new peer."""
+def _stage_label(stage: object) -> str:
+    name = type(stage).__name__
+    label = _LABELS.get(name, name)
+    model = getattr(stage, "model", None)
+    if name == "WhisperSTT":
+        path = getattr(stage, "model_path", None)
+        model = Path(path).name if path else "tiny.en"  # the whisper extra's bundled model
+    if not isinstance(model, str) or not model:
+        return label
+    return f"{label} {model}".strip()
+
+
+def describe_backend(backend: Backend) -> str:
+    """What the page says the agent is made of, e.g. ``Whisper tiny.en → echo → Piper``."""
+    stages = [getattr(backend, n, None) for n in ("stt", "llm", "tts")]
+    if all(s is not None for s in stages):
+        return " → ".join(_stage_label(s) for s in stages)
+    model = getattr(backend, "model", None)
+    name = type(backend).__name__
+    return f"{name} ({model})" if isinstance(model, str) else name
+
+
+def app_factory(
+    spec: AppSpec,
+    backend: Backend,
+    *,
+    record_dir: str | Path | None = None,
+    on_recorded: Callable[[Path, Path], None] | None = None,
+    prepare: Sequence[Prepare] = (),
+    **session_options: Any,
+) -> SessionFactory:
+    """A `SessionFactory` that runs ``spec`` on ``backend`` for each new peer.
+
+    With ``record_dir`` every call is saved there by a `SessionRecorder` when it ends
+    (``on_recorded(json_path, wav_path)`` is told). ``prepare`` hooks (e.g.
+    `SessionTelemetry.prepare`) see each session before it starts.
+    """
+
+    def prepare_all(session: AgentSession, transport: Transport) -> None:
+        if record_dir is not None:
+            SessionRecorder(record_dir, on_saved=on_recorded).attach(session, transport)
+        for hook in prepare:
+            hook(session, transport)
 
     async def start(transport: WebRTCTransport) -> ClosableSession:
-        session = await spec.start(transport, backend, **session_options)
+        session = await spec.start(transport, backend, prepare=prepare_all, **session_options)
         return session
 
     return start
@@ -48,18 +90,24 @@ async def serve(
     port: int = 8080,
     backend_name: str | None = None,
     session_options: dict[str, Any] | None = None,
+    record_dir: str | Path | None = None,
+    prepare: Sequence[Prepare] = (),
     on_ready: Callable[[PlaygroundServer], None] | None = None,
     stop: asyncio.Event | None = None,
+    server_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly."""
     options = dict(session_options or {})
-    if "vad" not in options and spec.kind != "create_session":
-        options["vad"] = default_vad()
     server = PlaygroundServer(
-        app_factory(spec, backend, **options),
+        app_factory(spec, backend, record_dir=record_dir, prepare=prepare, **options),
         host=host,
         port=port,
-        info={"app": spec.name, "backend": backend_name or type(backend).__name__},
+        info={
+            "app": spec.name,
+            "backend": backend_name or type(backend).__name__,
+            "parts": describe_backend(backend),
+        },
+        **(server_options or {}),
     )
     await backend.prewarm()
     await server.start()

@@ -3,14 +3,16 @@
 ``POST /offer`` with ``{"sdp", "type": "offer", "session_id"?}`` answers with
 ``{"sdp", "type": "answer", "session_id"}`` once the agent's session for that
 peer is running. Errors are JSON ``{"error": ...}``: 400 for an unusable offer,
-409 when ``session_id`` names a live call, 503 when full, 500 when the app
-failed to start. ``GET /`` is the playground, ``GET /health`` a liveness probe.
+401 without the token (when one is set), 403 for a Host or Origin not allowed,
+409 when ``session_id`` names a live call, 415 when the body is not JSON, 429 when
+a peer offers too fast or holds too many unanswered calls, 503 when full, 500 when
+the app failed to start (details only in the log). ``GET /`` is the playground,
+``GET /health`` a liveness probe. See docs/security.md for the threat model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -21,7 +23,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from duplex.agents.app import translate_bind_errors
+from duplex.agents.errors import ConfigurationError
 
+from .guard import TOKEN_ENV, AccessPolicy, BucketsByKey, RateLimit, is_loopback
 from .transport import SignalingError, WebRTCTransport
 
 __all__ = ["PlaygroundServer", "SessionFactory"]
@@ -44,10 +48,16 @@ class ClosableSession(Protocol):
 #: Builds and starts the agent's session on a freshly negotiated transport.
 SessionFactory = Callable[[WebRTCTransport], Awaitable[ClosableSession]]
 
+#: Offers one address may make: 10 at once, then one every 3 s.
+DEFAULT_OFFER_RATE = RateLimit(burst=10, per_s=1 / 3)
+#: Calls one address may hold before its media flows (what an HTTP-only stranger can hold).
+DEFAULT_MAX_PENDING_PER_PEER = 4
+
 
 @dataclass(eq=False)
 class Peer:
     transport: WebRTCTransport
+    remote: str = ""
     session: ClosableSession | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -64,7 +74,17 @@ class PlaygroundServer:
         max_peers: int = 16,
         info: dict[str, Any] | None = None,
         transport_options: dict[str, Any] | None = None,
+        token: str | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        allowed_origins: tuple[str, ...] = (),
+        offer_rate: RateLimit = DEFAULT_OFFER_RATE,
+        max_pending_per_peer: int = DEFAULT_MAX_PENDING_PER_PEER,
     ) -> None:
+        """``token`` (or none): required as ``Authorization: Bearer <token>`` on /offer.
+
+        It is mandatory when ``host`` is not a loopback address. ``allowed_hosts`` and
+        ``allowed_origins`` extend the Host/Origin allow-lists (``"*"`` host: any).
+        """
         self.factory = factory
         self.host = host
         self.port = port
@@ -72,8 +92,18 @@ class PlaygroundServer:
         #: Shown by /health and sent to each page on connect (app and backend names).
         self.info = dict(info or {})
         self.transport_options = dict(transport_options or {})
+        self.policy = AccessPolicy.build(
+            host, token=token, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+        )
+        if self.policy.token is None and not is_loopback(host):
+            raise ConfigurationError(
+                f"serving on {host or 'every interface'} lets other machines call the "
+                f"agent: set a token (--token, or ${TOKEN_ENV}) or bind 127.0.0.1"
+            )
+        self.max_pending_per_peer = max_pending_per_peer
+        self._offers = BucketsByKey(offer_rate)
         self.peers: dict[str, Peer] = {}
-        self.app = web.Application(client_max_size=256 * 1024)
+        self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
         self.app.add_routes(
             [
                 web.get("/", self._index),
@@ -117,6 +147,37 @@ class PlaygroundServer:
             await self._runner.cleanup()
             self._runner = None
 
+    # --- access control -----------------------------------------------------------------
+    @web.middleware
+    async def _guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Host on every request (DNS rebinding); Origin on every non-GET (cross-site POSTs)."""
+        host = request.headers.get("Host")
+        if not self.policy.host_allowed(host):
+            log.warning("refused a request for host %r from %s", host, request.remote)
+            return _error(403, "this host name is not allowed")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not self.policy.origin_allowed(
+            request.headers.get("Origin"), host, request.scheme
+        ):
+            log.warning(
+                "refused a cross-origin %s from %r", request.method, request.headers.get("Origin")
+            )
+            return _error(403, "this origin is not allowed")
+        return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, presented = auth.partition(" ")
+        return self.policy.token_ok(presented.strip() if scheme.lower() == "bearer" else None)
+
+    def _pending_from(self, remote: str) -> int:
+        return sum(
+            1
+            for p in self.peers.values()
+            if p.remote == remote and not p.transport.media_started.is_set()
+        )
+
     # --- handlers -----------------------------------------------------------------------
     async def _index(self, request: web.Request) -> web.Response:
         return self._file("index.html")
@@ -138,14 +199,23 @@ class PlaygroundServer:
         return web.json_response({"status": "ok", "peers": len(self.peers), **self.info})
 
     async def _offer(self, request: web.Request) -> web.Response:
+        remote = request.remote or "?"
+        if not self._authorized(request):
+            log.warning("refused an offer without a valid token from %s", remote)
+            return _error(401, "a valid token is required (Authorization: Bearer <token>)")
+        if not self._offers.take(remote):
+            log.warning("refused an offer from %s: too many offers", remote)
+            return _error(429, "too many offers; wait a few seconds")
+        if request.content_type != "application/json":
+            return _error(415, "the body must be JSON (Content-Type: application/json)")
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return _error(400, "the body must be JSON: {sdp, type: 'offer', session_id?}")
         if not isinstance(body, dict):
             return _error(400, "the body must be a JSON object")
         if body.get("type", "offer") != "offer":
-            return _error(400, f"expected type 'offer', got {body.get('type')!r}")
+            return _error(400, "expected type 'offer'")
         session_id = body.get("session_id")
         sdp = body.get("sdp")
         if not isinstance(sdp, str):
@@ -158,26 +228,40 @@ class PlaygroundServer:
             return _error(409, f"session {session_id} is live; hang up first or use a new id")
         if len(self.peers) >= self.max_peers:
             return _error(503, f"this server takes {self.max_peers} calls at once; all are busy")
+        if self._pending_from(remote) >= self.max_pending_per_peer:
+            return _error(429, "too many calls from this address are still connecting")
 
         transport = WebRTCTransport(session_id=session_id, **self.transport_options)
-        peer = Peer(transport)
+        peer = Peer(transport, remote)
         # Reserve the id before the first await so a concurrent duplicate gets 409.
         self.peers[transport.session_id] = peer
+        released, reason = False, "bad_offer"
         try:
-            answer = await transport.accept(sdp)
-        except SignalingError as e:
-            self.peers.pop(transport.session_id, None)
-            log.info("refused an offer: %s", e)
-            return _error(400, str(e))
-        transport.send_json({"type": "session", "session_id": transport.session_id, **self.info})
-        try:
-            peer.session = await self.factory(transport)
-        except Exception as e:
-            log.exception("the agent failed to start for %s", transport.session_id)
-            await transport.aclose("agent_failed")
-            self.peers.pop(transport.session_id, None)
-            return _error(500, f"the agent failed to start: {type(e).__name__}: {e}")
-        peer.watcher = asyncio.get_running_loop().create_task(self._watch(peer))
+            try:
+                answer = await transport.accept(sdp)
+            except SignalingError as e:
+                log.info("refused an offer from %s: %s", remote, e.__cause__ or e)
+                return _error(400, str(e))
+            transport.send_json(
+                {"type": "session", "session_id": transport.session_id, **self.info}
+            )
+            try:
+                peer.session = await self.factory(transport)
+            except Exception:
+                log.exception("the agent failed to start for %s", transport.session_id)
+                reason = "agent_failed"
+                return _error(500, "the agent failed to start; the server log says why")
+            peer.watcher = asyncio.get_running_loop().create_task(self._watch(peer))
+            released = True  # the watcher owns the call from here
+        except Exception:
+            log.exception("accepting an offer from %s failed", remote)
+            return _error(500, "the call could not be set up; the server log says why")
+        finally:
+            if not released:
+                # Whatever went wrong (or a cancelled request): the slot and the peer go.
+                await asyncio.shield(transport.aclose(reason))
+                if self.peers.get(transport.session_id) is peer:
+                    del self.peers[transport.session_id]
         log.info("call %s started (%d live)", transport.session_id, len(self.peers))
         return web.json_response(
             {"type": "answer", "sdp": answer, "session_id": transport.session_id}

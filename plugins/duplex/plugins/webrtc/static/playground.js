@@ -7,10 +7,15 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 if (params.get("echo") === "0") $("echo").checked = false;
 
+const token = params.get("token"); // passed on to the server when it asks for one
 const call = {
-  pc: null, dc: null, sessionId: null, mic: null, ctx: null, mix: null,
-  recorder: null, recorded: [], onStopped: null, timers: [], connected: null,
+  pc: null, dc: null, sessionId: null, mic: null, micSource: null, micGain: null, ctx: null,
+  mix: null, recorder: null, recorded: [], onStopped: null, timers: [], connected: null,
+  latency: null, onLatencyRecording: null, turn: 0, typedAt: null, pageLatency: null,
+  number: 0, muted: false,
 };
+const pageLatencies = []; // {ms, kind: "speech"|"typed", call} per reply heard in this page
+const CHARS_PER_S = 15;   // captions are revealed about as fast as speech goes
 const events = [];        // every message from the agent, in order
 const waiters = new Set(); // pending duplexTest.waitFor calls
 
@@ -33,6 +38,37 @@ function setConnected(on) {
   $("hangup").disabled = !on;
   $("text").disabled = !on;
   $("send").disabled = !on;
+  $("mute").disabled = !on;
+}
+
+// A new call starts clean: states, numbering, and a divider in every list.
+function resetForCall() {
+  call.turn = 0;
+  call.typedAt = null;
+  call.pageLatency = null;
+  call.sessionId = null;
+  setState("agent-state", "agent", "idle");
+  setState("user-state", "you", "idle");
+  $("link-state").hidden = true;
+  $("meta").textContent = "connecting…";
+}
+
+// Once connected: the call gets its number, and every list a divider (from the second on).
+function markCallStart() {
+  call.number += 1;
+  if (call.number > 1) {
+    for (const id of ["transcript", "tools"]) {
+      const li = document.createElement("li");
+      li.className = "divider";
+      li.textContent = `call ${call.number}`;
+      $(id).append(li);
+    }
+    const row = $("latency").tBodies[0].insertRow();
+    row.className = "divider";
+    const td = row.insertCell();
+    td.colSpan = 4;
+    td.textContent = `call ${call.number}`;
+  }
 }
 
 // ---------------------------------------------------------------- rendering messages
@@ -49,19 +85,60 @@ function transcriptItem(itemId, role) {
     const text = document.createElement("span");
     text.className = "text";
     li.append(who, text);
+    li.dataset.full = "";
     $("transcript").append(li);
+    if (role === "user") call.turn += 1;
   }
   return li;
 }
 
 function onTranscript(m) {
   const li = transcriptItem(m.item_id, m.role);
-  const text = li.querySelector(".text");
   // Partials stream as deltas; the final message carries the whole (possibly cut) text.
-  text.textContent = m.final ? m.text : text.textContent + m.text;
+  li.dataset.full = m.final ? m.text : li.dataset.full + m.text;
   li.dataset.final = String(m.final);
+  if (m.role !== "assistant") li.querySelector(".text").textContent = li.dataset.full;
+  else {
+    // A final that comes after the reply went quiet: it has been heard in full.
+    if (m.final && li.dataset.heardFrom && $("agent-state").dataset.state !== "speaking") {
+      li.dataset.done = "true";
+    }
+    reveal(li);
+  }
   $("transcript").scrollTop = $("transcript").scrollHeight;
 }
+
+// The agent's words show as they are heard: text arrives ahead of its audio, so a
+// caption grows with the time its reply has been audible, and is whole once it ends.
+function reveal(li) {
+  const full = li.dataset.full;
+  let shown = full;
+  if (li.dataset.heardFrom) {
+    const heardS = (performance.now() - Number(li.dataset.heardFrom)) / 1000;
+    if (li.dataset.done !== "true") shown = full.slice(0, Math.floor(heardS * CHARS_PER_S));
+  } else if (li.dataset.done !== "true") {
+    shown = "";
+  }
+  const text = li.querySelector(".text");
+  if (text.textContent !== shown) text.textContent = shown;
+}
+
+function revealTick() {
+  const speaking = $("agent-state").dataset.state === "speaking";
+  for (const li of document.querySelectorAll('#transcript li[data-role="assistant"]')) {
+    if (li.dataset.done === "true") continue;
+    if (speaking && !li.dataset.heardFrom) li.dataset.heardFrom = String(performance.now());
+    reveal(li);
+  }
+}
+
+function finishCaptions() {
+  for (const li of document.querySelectorAll('#transcript li[data-role="assistant"]')) {
+    if (li.dataset.done === "true" || !li.dataset.heardFrom) continue;
+    if (li.dataset.final === "true") { li.dataset.done = "true"; reveal(li); }
+  }
+}
+setInterval(revealTick, 100);
 
 function toolItem(m) {
   let li = document.querySelector(`#tools li[data-call="${CSS.escape(m.call_id)}"]`);
@@ -81,10 +158,13 @@ function toolItem(m) {
 
 function onMetrics(m) {
   const row = document.createElement("tr");
+  const page = m.played_ms ? call.pageLatency : null;
+  if (page) call.pageLatency = null;
+  row.dataset.pageMs = page ? String(page.ms) : "";
   const cells = [
-    $("latency").tBodies[0].rows.length + 1,
+    call.turn || "greeting",
+    page ? `${fmtMs(page.ms)}${page.kind === "typed" ? " (typed)" : ""}` : "–",
     fmtMs(m.end_to_end_ms) + (m.interrupted ? " (interrupted)" : ""),
-    fmtMs(m.backend_ttfa_ms),
     m.played_ms ? fmtMs(m.played_ms) : "no audio",
   ];
   for (const c of cells) {
@@ -105,7 +185,18 @@ function onMessage(m) {
       $("meta").textContent = [m.app, m.backend && `backend: ${m.backend}`, `call ${m.session_id}`]
         .filter(Boolean).join(" · ");
       break;
-    case "agent_state": setState("agent-state", "agent", m.state); break;
+    case "agent_state":
+      setState("agent-state", "agent", m.state);
+      if (m.state !== "speaking") finishCaptions();
+      break;
+    case "reconnecting": case "reconnected": {
+      const pill = $("link-state");
+      pill.hidden = false;
+      pill.dataset.state = m.type === "reconnecting" ? "reconnecting" : "back";
+      pill.textContent = m.type === "reconnecting" ? "reconnecting…" : "back";
+      log(m.type === "reconnecting" ? "backend connection lost: reconnecting…" : "backend connection back");
+      break;
+    }
     case "user_state": setState("user-state", "you", m.state); break;
     case "transcript": onTranscript(m); break;
     case "tool_call": toolItem(m); log(`tool ${m.name} called`); break;
@@ -118,7 +209,7 @@ function onMessage(m) {
     case "metrics": onMetrics(m); break;
     case "interrupted": {
       const li = m.item_id && document.querySelector(`#transcript li[data-item="${CSS.escape(m.item_id)}"]`);
-      if (li) li.classList.add("truncated");
+      if (li) { li.classList.add("truncated"); li.dataset.done = "true"; reveal(li); }
       log(`interrupted after ${fmtMs(m.played_ms)} (stopped in ${fmtMs(m.latency_ms)})`);
       break;
     }
@@ -146,10 +237,33 @@ function meter(ctx, node, el) {
   call.timers.push(timer);
 }
 
+function visualize(ctx, node, canvas) {
+  const an = ctx.createAnalyser();
+  an.fftSize = 256;
+  node.connect(an);
+  const bins = new Uint8Array(an.frequencyBinCount);
+  const g = canvas.getContext("2d");
+  const draw = () => {
+    if (!call.pc) { g.clearRect(0, 0, canvas.width, canvas.height); return; }
+    an.getByteFrequencyData(bins);
+    g.clearRect(0, 0, canvas.width, canvas.height);
+    g.fillStyle = "#3157d5";
+    const bars = 32, w = canvas.width / bars;
+    for (let i = 0; i < bars; i++) {
+      const h = (bins[i] / 255) * canvas.height;
+      g.fillRect(i * w, canvas.height - h, w - 1, h);
+    }
+    requestAnimationFrame(draw);
+  };
+  requestAnimationFrame(draw);
+}
+
 async function attachRemote(stream) {
   $("remote").srcObject = stream; // Chrome only feeds remote WebRTC audio to WebAudio when played
   const src = call.ctx.createMediaStreamSource(stream);
   meter(call.ctx, src, $("agent-level"));
+  visualize(call.ctx, src, $("agent-viz"));
+  if (call.latency) src.connect(call.latency, 0, 1);
   if (!call.ctx.audioWorklet) return;
   const rec = new AudioWorkletNode(call.ctx, "duplex-recorder");
   rec.port.onmessage = (e) => {
@@ -176,6 +290,7 @@ function iceGathered(pc, ms) {
 async function connect() {
   if (call.pc) throw new Error("already connected");
   $("connect").disabled = true;
+  resetForCall();
   try {
     if (call.ctx) await call.ctx.close();
     call.ctx = new AudioContext({ sampleRate: 48000 });
@@ -187,6 +302,15 @@ async function connect() {
     const out = call.ctx.createMediaStreamDestination();
     call.mix.connect(out);
     meter(call.ctx, call.mix, $("mic-level"));
+    if (call.ctx.audioWorklet) {
+      // Latency where the caller is: what this page sends vs. what it receives.
+      call.latency = new AudioWorkletNode(call.ctx, "duplex-latency", { numberOfInputs: 2 });
+      call.latency.port.onmessage = (e) => onLatencyMessage(e.data);
+      call.mix.connect(call.latency, 0, 0);
+      const mute = call.ctx.createGain();
+      mute.gain.value = 0;
+      call.latency.connect(mute).connect(call.ctx.destination);
+    }
 
     const pc = new RTCPeerConnection();
     call.pc = pc;
@@ -194,7 +318,7 @@ async function connect() {
     const dc = pc.createDataChannel("duplex");
     call.dc = dc;
     call.connected = new Promise((resolve, reject) => {
-      dc.onopen = () => { setConnected(true); log("connected"); resolve(); };
+      dc.onopen = () => { markCallStart(); setConnected(true); log("connected"); resolve(); };
       pc.addEventListener("connectionstatechange", () => {
         if (pc.connectionState === "failed") reject(new Error("connection failed"));
       });
@@ -211,7 +335,7 @@ async function connect() {
     await iceGathered(pc, 3000);
     const res = await fetch("/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: offerHeaders(),
       body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }),
     });
     const body = await res.json();
@@ -227,6 +351,14 @@ async function connect() {
   }
 }
 
+// A server started with a token (`agent dev --token`) is opened as `/?token=...`.
+function offerHeaders() {
+  const headers = { "Content-Type": "application/json" };
+  const token = params.get("token");
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
+}
+
 // The microphone opens once the call is up, so the first words reach the agent.
 // Without one (refused, or a page not served from localhost/https) the call stays up for text.
 async function openMic() {
@@ -236,10 +368,80 @@ async function openMic() {
   }
   try {
     const echo = $("echo").checked;
-    call.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: echo } });
-    call.ctx.createMediaStreamSource(call.mic).connect(call.mix);
+    const deviceId = $("mic-select").value;
+    const audio = { echoCancellation: echo };
+    if (deviceId) audio.deviceId = { exact: deviceId };
+    const mic = await navigator.mediaDevices.getUserMedia({ audio });
+    if (call.mic) call.mic.getTracks().forEach((t) => t.stop());
+    if (call.micSource) call.micSource.disconnect();
+    call.mic = mic;
+    if (!call.micGain) {
+      call.micGain = call.ctx.createGain();
+      call.micGain.connect(call.mix);
+    }
+    call.micGain.gain.value = call.muted ? 0 : 1;
+    call.micSource = call.ctx.createMediaStreamSource(mic);
+    call.micSource.connect(call.micGain);
+    await listMics();
   } catch (err) {
     log(`microphone unavailable (${err.message}); typing still works`, "error");
+  }
+}
+
+// Device names are only visible once the page may use the microphone.
+async function listMics() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const select = $("mic-select");
+  const chosen = select.value;
+  const mics = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  select.replaceChildren(new Option("default", ""));
+  mics.forEach((d, i) => select.append(new Option(d.label || `microphone ${i + 1}`, d.deviceId)));
+  select.value = [...select.options].some((o) => o.value === chosen) ? chosen : "";
+}
+
+function setMuted(on) {
+  call.muted = on;
+  if (call.micGain) call.micGain.gain.value = on ? 0 : 1;
+  $("mute").setAttribute("aria-pressed", String(on));
+  $("mute").textContent = on ? "Unmute" : "Mute";
+  log(on ? "microphone muted" : "microphone on");
+}
+
+function onLatencyMessage(d) {
+  if (d.type === "recording") { if (call.onLatencyRecording) call.onLatencyRecording(d); return; }
+  if (d.type !== "reply") return;
+  let entry = null;
+  const typed = call.typedAt;
+  if (d.speechEnd !== null && (typed === null || d.speechEnd > typed)) {
+    entry = { ms: (d.agentStart - d.speechEnd) * 1000, kind: "speech", call: call.number };
+  } else if (typed !== null && d.agentStart > typed) {
+    entry = { ms: (d.agentStart - typed) * 1000, kind: "typed", call: call.number };
+  }
+  call.typedAt = null;
+  if (!entry) return;
+  entry.speechEnd = d.speechEnd;
+  entry.agentStart = d.agentStart;
+  pageLatencies.push(entry);
+  call.pageLatency = entry;
+}
+
+function withToken(path) {
+  return token ? `${path}?token=${encodeURIComponent(token)}` : path;
+}
+
+// Before connecting: what this server runs, so the first words are not a surprise.
+async function showHelp() {
+  const help = $("help");
+  try {
+    const res = await fetch(withToken("/health"));
+    const info = res.ok ? await res.json() : {};
+    help.replaceChildren();
+    const b = (t) => { const el = document.createElement("b"); el.textContent = t; return el; };
+    if (info.app) help.append(b(info.app), " on ");
+    help.append(b(info.parts || info.backend || "the agent"), ". ");
+    help.append("Press Connect, allow the microphone and speak — or type below.");
+  } catch (err) {
+    help.textContent = "Press Connect, allow the microphone and speak — or type below.";
   }
 }
 
@@ -250,16 +452,27 @@ function teardown(reason) {
   if (call.dc && call.dc.readyState === "open") call.dc.send(JSON.stringify({ type: "hangup" }));
   pc.close();
   if (call.mic) call.mic.getTracks().forEach((t) => t.stop());
+  call.mic = null;
+  call.micSource = null;
+  call.micGain = null;
+  call.latency = null;
   call.timers.forEach(clearInterval);
   call.timers = [];
   setConnected(false);
   setState("agent-state", "agent", "closed");
+  setState("user-state", "you", "idle");
+  finishCaptions();
+  for (const li of document.querySelectorAll('#transcript li[data-role="assistant"]')) {
+    li.dataset.done = "true";
+    reveal(li);
+  }
   log(`hung up (${reason})`);
 }
 
 function sendText(text) {
   if (!call.dc || call.dc.readyState !== "open") throw new Error("not connected");
   call.dc.send(JSON.stringify({ type: "text", text }));
+  if (call.ctx) call.typedAt = call.ctx.currentTime; // a typed turn's latency starts here
 }
 
 // Plays a WAV/any decodable file into the call as if spoken into the microphone.
@@ -278,6 +491,9 @@ async function speak(bytes) {
 // ---------------------------------------------------------------- wiring
 $("connect").onclick = () => connect().catch(() => {});
 $("hangup").onclick = () => teardown("hang up");
+$("mute").onclick = () => setMuted(!call.muted);
+$("mic-select").onchange = () => { if (call.pc) openMic(); };
+showHelp();
 $("text-form").onsubmit = (e) => {
   e.preventDefault();
   const text = $("text").value.trim();
@@ -338,15 +554,45 @@ window.duplexTest = {
       call.recorder.port.postMessage("stop");
     });
   },
-  // What the transcript panel shows: [{role, text, final, interrupted}].
+  // The transcript panel: [{role, text, shown, final, interrupted}] (text: what it holds,
+  // shown: what is visible now; the agent's words appear as they are heard).
   transcript() {
-    return [...document.querySelectorAll("#transcript li")].map((li) => ({
+    return [...document.querySelectorAll("#transcript li:not(.divider)")].map((li) => ({
       role: li.dataset.role,
-      text: li.querySelector(".text").textContent,
+      text: li.dataset.full,
+      shown: li.querySelector(".text").textContent,
       final: li.dataset.final === "true",
       interrupted: li.classList.contains("truncated"),
     }));
   },
+  // Latency measured in this page, one entry per reply: {ms, kind, call, speechEnd, agentStart}.
+  latencies: () => pageLatencies.slice(),
+  // The latency table as shown: [[turn, heard after, server, played], ...] (dividers: [text]).
+  latencyRows() {
+    return [...$("latency").tBodies[0].rows].map((r) => [...r.cells].map((c) => c.textContent));
+  },
+  // Both sides as this page sent and heard them, for checking the latency figure.
+  startLatencyRecording() {
+    if (!call.latency) throw new Error("not connected");
+    call.latency.port.postMessage("start");
+  },
+  stopLatencyRecording() {
+    return new Promise((resolve) => {
+      call.onLatencyRecording = (d) => {
+        call.onLatencyRecording = null;
+        resolve({ start: d.start, rate: call.ctx.sampleRate, mic: pcmToB64([d.mic]), agent: pcmToB64([d.agent]) });
+      };
+      call.latency.port.postMessage("stop");
+    });
+  },
+  setMuted,
+  muted: () => call.muted,
+  mics: () => [...$("mic-select").options].map((o) => o.textContent),
+  help: () => $("help").textContent,
+  states: () => ({ agent: $("agent-state").textContent, user: $("user-state").textContent,
+    link: $("link-state").hidden ? null : $("link-state").textContent, meta: $("meta").textContent }),
+  // Feed a data-channel message as if the agent had sent it (rendering tests).
+  inject: (m) => onMessage(m),
   tools() {
     return [...document.querySelectorAll("#tools li")].map((li) => li.textContent);
   },

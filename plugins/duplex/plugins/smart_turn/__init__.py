@@ -1,0 +1,21 @@
+"""Smart Turn v3: an audio model that says whether the caller finished their turn.
+
+pipecat's Smart Turn v3.x (a Whisper-Tiny encoder with a linear head, ~8 MB,
+BSD-2-Clause) ships inside the ``pipecat-ai`` wheel; this plugin finds the file
+there without importing pipecat and runs it with onnxruntime. Give it to the
+turn detector: ``TurnOptions(end_of_turn=SmartTurn())``.
+"""
+
+from __future__ import annotations
+
+from ._model import bundled_model_path
+from .model import SmartTurn
+from .queue import EndOfTurnBusyError, InferenceQueue, shared_queue
+
+__all__ = [
+    "EndOfTurnBusyError",
+    "InferenceQueue",
+    "SmartTurn",
+    "bundled_model_path",
+    "shared_queue",
+]

@@ -1,0 +1,180 @@
+"""``agent phone app.py --provider twilio|telnyx``: answer phone calls through a provider.
+
+Credentials come from the environment so they never sit in shell history:
+``TWILIO_ACCOUNT_SID`` + ``TWILIO_AUTH_TOKEN`` (the token also checks webhook
+signatures), or ``TELNYX_API_KEY`` (+ ``TELNYX_PUBLIC_KEY`` for signatures).
+``DUPLEX_STREAM_KEY`` sets the key of the per-call stream tokens (random per
+process otherwise), for several processes behind one address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
+from duplex.agents.backend import Backend
+from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.errors import ConfigurationError
+from duplex.agents.transport import Transport
+
+from .control import CallControl, TelnyxCallControl, TwilioCallControl
+from .server import ClosableSession, PhoneServer
+
+__all__ = ["build_server", "register", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "phone",
+        help="answer phone calls through Twilio or Telnyx media streams",
+        description="Serve the provider's voice webhook (POST /voice) and media WebSocket "
+        "(/media); each call runs one session of APP.",
+    )
+    add_app_arguments(parser)
+    parser.add_argument("--provider", choices=["twilio", "telnyx"], default="twilio")
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: any)")
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="https://... where the provider reaches this server (a tunnel or proxy); "
+        "signatures are checked against it",
+    )
+    parser.add_argument(
+        "--api-base-url", default=None, help="the provider's REST API (default: its public one)"
+    )
+    parser.add_argument("--max-calls", type=int, default=32, help="calls at once (default: 32)")
+    parser.set_defaults(run=run)
+
+
+def make_control(
+    provider: str, env: Mapping[str, str], base_url: str | None = None
+) -> CallControl | None:
+    """The provider's call control from the environment; None when no credentials are set."""
+    if provider == "twilio":
+        sid, token = env.get("TWILIO_ACCOUNT_SID"), env.get("TWILIO_AUTH_TOKEN")
+        if not (sid and token):
+            return None
+        if base_url:
+            return TwilioCallControl(sid, token, base_url=base_url)
+        return TwilioCallControl(sid, token)
+    key = env.get("TELNYX_API_KEY")
+    if not key:
+        return None
+    return TelnyxCallControl(key, base_url=base_url) if base_url else TelnyxCallControl(key)
+
+
+def default_vad() -> Any | None:
+    """WebRTC's VAD when its extra is installed (it runs at 8 kHz); else the session's default."""
+    try:
+        from duplex.plugins.webrtcvad import WebRTCVAD
+    except ImportError:
+        return None
+    return WebRTCVAD()
+
+
+TransportT = TypeVar("TransportT", bound=Transport)
+
+
+def app_factory(
+    spec: AppSpec, backend: Backend, **session_options: Any
+) -> Callable[[TransportT], Awaitable[ClosableSession]]:
+    """Runs ``spec`` on ``backend`` for each call (a media stream or a SIP call)."""
+
+    async def start(transport: TransportT) -> ClosableSession:
+        return await spec.start(transport, backend, **session_options)
+
+    return start
+
+
+def build_server(
+    spec: AppSpec,
+    backend: Backend,
+    *,
+    provider: str,
+    env: Mapping[str, str] | None = None,
+    api_base_url: str | None = None,
+    session_options: Mapping[str, Any] | None = None,
+    **server_options: Any,
+) -> PhoneServer:
+    env = os.environ if env is None else env
+    control = make_control(provider, env, api_base_url)
+    if control is None:
+        log.warning("no %s API credentials: the agent cannot hang up or transfer", provider)
+    options = dict(session_options or {})
+    if "vad" not in options and spec.kind != "create_session":
+        options["vad"] = default_vad()
+    if provider == "telnyx" and control is None:
+        raise ConfigurationError("Telnyx calls are answered through its API: set TELNYX_API_KEY")
+    return PhoneServer(
+        app_factory(spec, backend, **options),
+        provider=provider,
+        control=control,
+        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") if provider == "twilio" else None,
+        telnyx_public_key=env.get("TELNYX_PUBLIC_KEY") if provider == "telnyx" else None,
+        # Processes behind one load balancer must share it (webhook on one, stream on another).
+        stream_key=env["DUPLEX_STREAM_KEY"].encode() if env.get("DUPLEX_STREAM_KEY") else None,
+        **server_options,
+    )
+
+
+async def serve(
+    server: PhoneServer,
+    backend: Backend,
+    *,
+    on_ready: Callable[[PhoneServer], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` (or SIGINT/SIGTERM), then end every stream cleanly."""
+    await backend.prewarm()
+    await server.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        await server.aclose()
+        await backend.aclose()
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_app(args.app)
+    backend = choose_backend(args.backend)
+    name = args.backend or default_backend_name()
+    server = build_server(
+        spec,
+        backend,
+        provider=args.provider,
+        api_base_url=args.api_base_url,
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+        max_calls=args.max_calls,
+    )
+
+    def ready(s: PhoneServer) -> None:
+        base = s.public_url or s.url
+        print(f"duplex phone ({s.provider}): webhook {base}/voice, stream {base}/media", flush=True)
+        print(f"  app {spec.name} on backend {name}; Ctrl+C to stop", flush=True)
+        if not s.secured:
+            print("  webhook signatures are NOT checked (no secret configured)", flush=True)
+
+    asyncio.run(serve(server, backend, on_ready=ready))
+    return 0
