@@ -35,6 +35,25 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_sip_port() -> int:
+    """A port baresip can take whole: UDP and TCP on it, and TCP on the next (its SIP/TLS)."""
+    for _ in range(50):
+        port = free_udp_port()
+        socks: list[socket.socket] = []
+        try:
+            for kind, p in ((socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1)):
+                sock = socket.socket(socket.AF_INET, kind)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return port
+    raise RuntimeError("no free port for baresip")
+
+
 def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,7 +75,7 @@ class Baresip:
         account_params: str = "",
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="duplex-baresip-"))
-        self.sip_port = free_udp_port()
+        self.sip_port = free_sip_port()
         self.ctrl_port = free_tcp_port()
         mic = self.dir / "mic.wav"
         write_wav(mic, microphone)

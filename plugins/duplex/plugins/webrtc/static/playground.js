@@ -50,6 +50,7 @@ function resetForCall() {
   setState("agent-state", "agent", "idle");
   setState("user-state", "you", "idle");
   $("link-state").hidden = true;
+  $("active-agent").hidden = true;
   $("meta").textContent = "connecting…";
 }
 
@@ -197,6 +198,19 @@ function onMessage(m) {
       log(m.type === "reconnecting" ? "backend connection lost: reconnecting…" : "backend connection back");
       break;
     }
+    case "agent_handoff": {
+      // The call moved to another agent: name it, and mark the place in the transcript.
+      const pill = $("active-agent");
+      pill.hidden = false;
+      pill.textContent = `now: ${m.to}`;
+      const li = document.createElement("li");
+      li.className = "divider handoff";
+      li.textContent = `${m.from} → ${m.to}`;
+      $("transcript").append(li);
+      log(`handed off from ${m.from} to ${m.to}`);
+      break;
+    }
+    case "user_idle": log(`caller silent for ${Math.round(m.idle_s)} s (${m.count})`); break;
     case "user_state": setState("user-state", "you", m.state); break;
     case "transcript": onTranscript(m); break;
     case "tool_call": toolItem(m); log(`tool ${m.name} called`); break;
