@@ -34,10 +34,11 @@ _LABELS["ChatCompletionsLLM"] = ""  # its model name says it
 def _stage_label(stage: object) -> str:
     name = type(stage).__name__
     label = _LABELS.get(name, name)
-    model = getattr(stage, "model", None)
-    if name == "WhisperSTT":
+    if name == "WhisperSTT":  # its `model` is the loaded model (not loaded yet here)
         path = getattr(stage, "model_path", None)
-        model = Path(path).name if path else "tiny.en"  # the whisper extra's bundled model
+        model: object = Path(path).name if path else "tiny.en"  # the extra's bundled model
+    else:
+        model = getattr(stage, "model", None)
     if not isinstance(model, str) or not model:
         return label
     return f"{label} {model}".strip()
