@@ -7,6 +7,7 @@ items added, deltas, items done, done (or aborted by a dropped socket).
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -56,6 +57,7 @@ class ResponseEvents:
         metrics = ResponseMetrics(rid, handle.request_id if handle else None)
         active = ActiveResponse(rid, handle, metrics)
         st.responses.active[rid] = active
+        st.reply_due_at = None  # the committed turn (if any) is being answered
         st.metrics.append(metrics)
         if handle is not None:
             handle.metrics = metrics
@@ -82,6 +84,7 @@ class ResponseEvents:
         active = st.responses.active.get(rid)
         if active is not None:
             active.items.append(item_id)
+            active.touch()
         if item_id in st.mirror:
             return
         if kind == "message":
@@ -109,7 +112,10 @@ class ResponseEvents:
         stream = self._stream(ev)
         if stream is None:
             return None
-        return stream, self.st.responses.active.get(stream.response_id)
+        active = self.st.responses.active.get(stream.response_id)
+        if active is not None:
+            active.touch()
+        return stream, active
 
     def _audio_delta(self, ev: dict[str, Any]) -> None:
         found = self._live(ev)
@@ -170,9 +176,12 @@ class ResponseEvents:
                 stream.parts.append("text")
 
     def _args_delta(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        if stream is not None:
-            stream.arguments += str(ev.get("delta") or "")
+        found = self._live(ev)
+        delta = ev.get("delta")
+        if not isinstance(delta, str):
+            raise TypeError("function call arguments delta is not a string")
+        if found is not None:
+            found[0].arguments += delta
 
     def _args_done(self, ev: dict[str, Any]) -> None:
         stream = self._stream(ev)
@@ -187,6 +196,9 @@ class ResponseEvents:
         if stream.requested:
             return
         stream.requested = stream.done = True
+        self.st.open_calls[stream.call_id] = time.monotonic()
+        while len(self.st.open_calls) > 256:
+            del self.st.open_calls[next(iter(self.st.open_calls))]
         item = FunctionCall(
             stream.call_id, stream.name, stream.arguments or "{}", id=stream.item_id
         )
@@ -233,16 +245,25 @@ class ResponseEvents:
         st = self.st
         resp = ev["response"]
         rid = str(resp["id"])
+        # Everything past the id is read defensively: a done that is not applied would
+        # leave the response active and block every later one.
         active = st.responses.active.pop(rid, None)
         st.responses.ended.append(rid)
-        status = str(resp.get("status") or "completed")
+        status = resp.get("status")
         if status not in ("completed", "cancelled", "failed", "incomplete"):
-            status = "failed"
-        details = resp.get("status_details") or {}
-        reason = details.get("reason")
-        err = details.get("error") or {}
-        error = (err.get("code") or err.get("type")) if isinstance(err, dict) and err else None
-        usage = usage_from_wire(resp.get("usage"))
+            status = "failed" if status is not None else "completed"
+        details = resp.get("status_details")
+        details = details if isinstance(details, dict) else {}
+        reason = details.get("reason") if isinstance(details.get("reason"), str) else None
+        err = details.get("error")
+        error = None
+        if isinstance(err, dict) and err:
+            code = err.get("code") or err.get("type")
+            error = code[:64] if isinstance(code, str) else "error"
+        try:
+            usage = usage_from_wire(resp.get("usage"))
+        except Exception:
+            usage = None
         # Items the server ended without output_item.done (cancellation) are final now.
         for item_id in list(active.items if active else ()):
             stream = st.responses.streams.get(item_id)
@@ -250,7 +271,7 @@ class ResponseEvents:
                 self.finish_message(stream)
             elif stream is not None:
                 st.responses.streams.pop(item_id, None)
-        done = ResponseDone(rid, status, usage, reason, error)  # type: ignore[arg-type]
+        done = ResponseDone(rid, status, usage, reason, error)
         if active is not None:
             active.metrics.finish(status, usage, reason, error)
             if active.handle is not None:
