@@ -110,7 +110,8 @@ class VLLMRealtimeServer:
     async def start(self) -> VLLMRealtimeServer:
         app = web.Application()
         app.router.add_get("/v1/realtime", self._handle)
-        self._runner = web.AppRunner(app)
+        # A stopped server goes away at once (open sockets are cut), like a killed vLLM.
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()

@@ -208,8 +208,8 @@ class Dispatcher:
         pending = st.ops.peek("create", item_id)
         if pending is not None:
             local_item, local_prev = pending.payload
-            if isinstance(local_item, FunctionCallOutput):
-                st.open_calls.pop(local_item.call_id, None)
+            if isinstance(local_item, FunctionCallOutput) and local_item.call_id in st.open_calls:
+                st.outputs_sent.add(local_item.call_id)  # open until the follow-up reply starts
             after = local_prev if local_prev in st.mirror else prev
             st.mirror.insert(local_item, after, first=after is None)
             st.ops.resolve("create", item_id)

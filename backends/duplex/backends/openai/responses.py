@@ -68,7 +68,7 @@ class ActiveResponse:
     server_cancelling: bool = False
     items: list[str] = field(default_factory=list)
     #: For the reply watchdog: when it was created, when anything last arrived for it,
-    #: and whether any output (an item, audio, text) arrived at all.
+    #: and whether a first delta (audio, text, transcript, arguments) arrived at all.
     created_at: float = field(default_factory=time.monotonic)
     last_event_at: float = field(default_factory=time.monotonic)
     output_seen: bool = False
@@ -77,9 +77,10 @@ class ActiveResponse:
     def stopping(self) -> bool:
         return self.cancel_sent or self.server_cancelling
 
-    def touch(self) -> None:
+    def touch(self, *, delta: bool = True) -> None:
         self.last_event_at = time.monotonic()
-        self.output_seen = True
+        if delta:
+            self.output_seen = True
 
 
 class Responses:

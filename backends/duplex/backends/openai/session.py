@@ -91,6 +91,7 @@ class OpenAIRealtimeSession(BackendSession):
         self.rollovers = 0
         #: Set while a planned reconnect waits for a quiet moment (no reply, no turn in flight).
         self.rollover_pending = asyncio.Event()
+        self._roll_now = asyncio.Event()
         #: Replies and requests the watchdog already gave up on.
         self._timed_out: set[str] = set()
 
@@ -129,8 +130,7 @@ class OpenAIRealtimeSession(BackendSession):
             raise
         self._spawn(self._send_responses(), critical=True)
         self._spawn(self._watchdog(), critical=True)
-        if self._opts.max_session_duration is not None:
-            self._spawn(self._rollover(), critical=True)
+        self._spawn(self._rollover(), critical=True)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -565,7 +565,7 @@ class OpenAIRealtimeSession(BackendSession):
                     continue
                 due = (r.created_at if not r.output_seen else r.last_event_at) + limit
                 if due <= now:
-                    expired = f"reply {r.id} sent nothing for {limit:.0f} s"
+                    expired = f"reply {r.id} sent nothing for {limit:.1f} s"
                     self._timed_out.add(r.id)
                     break
                 deadline = due if deadline is None else min(deadline, due)
@@ -575,7 +575,7 @@ class OpenAIRealtimeSession(BackendSession):
                         continue
                     due = h.sent_at + start_to
                     if due <= now:
-                        expired = f"no reply created {start_to:.0f} s after it was requested"
+                        expired = f"no reply created {start_to:.1f} s after it was requested"
                         self._timed_out.add(h.request_id)
                         break
                     deadline = due if deadline is None else min(deadline, due)
@@ -594,25 +594,36 @@ class OpenAIRealtimeSession(BackendSession):
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    def request_rollover(self) -> None:
+        """Roll over to a fresh connection at the next quiet moment (as the session limit
+        does): nothing in flight is lost. For credential rotation, tests and drills."""
+        self._roll_now.set()
+        self._st.changed()
+
     async def _rollover(self) -> None:
-        """Planned reconnect before the service's session limit, at a quiet moment."""
+        """Planned reconnect before the service's session limit (or when requested), at a
+        quiet moment: no caller turn unanswered, no reply active or asked for, no tool
+        output outstanding."""
         limit = self._opts.max_session_duration
-        assert limit is not None
         st = self._st
         while not self._closing:
             started = self._connected_at
-            await asyncio.sleep(max(0.0, started + limit - time.monotonic()))
-            if self._connected_at != started:
+            wait = None if limit is None else max(0.0, started + limit - time.monotonic())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._roll_now.wait(), wait)
+            if self._connected_at != started and not self._roll_now.is_set():
                 continue  # reconnected meanwhile: a fresh session, a fresh limit
             self.rollover_pending.set()
             await st.wait_until(lambda: self._closing or (st.quiet and self._ready.is_set()))
             self.rollover_pending.clear()
+            self._roll_now.clear()
             if self._closing:
                 return
             conn = self._conn
             if conn is None:
                 continue
-            log.info("realtime: rolling the session over after %.0f s", limit)
+            log.info("realtime: rolling the session over")
+            started = self._connected_at
             self._rollover_due = True
             self._ready.clear()
             await conn.close()

@@ -84,8 +84,10 @@ class SessionState:
         self._suppressed = 0
         #: A committed caller turn the server will answer by itself (server VAD), since when.
         self.reply_due_at: float | None = None
-        #: Function calls handed to the session whose output is not on the server yet.
+        #: Function calls handed to the session whose follow-up reply has not started yet
+        #: (``outputs_sent``: those whose output the server already holds).
         self.open_calls: dict[str, float] = {}
+        self.outputs_sent: set[str] = set()
 
     # events ------------------------------------------------------------------------------
     def emit(self, event: BackendEvent) -> None:

@@ -58,6 +58,9 @@ class ResponseEvents:
         active = ActiveResponse(rid, handle, metrics)
         st.responses.active[rid] = active
         st.reply_due_at = None  # the committed turn (if any) is being answered
+        for call_id in st.outputs_sent:  # ... and so are the tool outputs it follows
+            st.open_calls.pop(call_id, None)
+        st.outputs_sent.clear()
         st.metrics.append(metrics)
         if handle is not None:
             handle.metrics = metrics
@@ -84,7 +87,7 @@ class ResponseEvents:
         active = st.responses.active.get(rid)
         if active is not None:
             active.items.append(item_id)
-            active.touch()
+            active.touch(delta=False)
         if item_id in st.mirror:
             return
         if kind == "message":

@@ -35,6 +35,9 @@ PROBE_TYPE = "duplex.probe"
 MAX_FIELD_CHARS = 1 << 20
 
 
+_INVALID = object()  # what a frame that is not JSON parses to
+
+
 class Dropped(Exception):
     """The socket went away (or never came up); the utterance is resent on a new one."""
 
@@ -164,20 +167,20 @@ class Link:
         try:
             event = json.loads(data)
         except (ValueError, RecursionError):
+            event = _INVALID
             self.anomalies.note("invalid JSON", data)
-            return
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            self.anomalies.note("frame that is not an event object", data)
+            if event is not _INVALID:
+                self.anomalies.note("frame that is not an event object", data)
+            if not self._created.done():
+                self._bad_start(data)
             return
         kind = event["type"]
         if not self._created.done():
             if kind == "session.created":
                 self._created.set_result(None)
             else:
-                self._created.set_exception(
-                    STTError(f"expected session.created, got {kind!r:.80}", code="stt_protocol")
-                )
-                self._created.exception()
+                self._bad_start(kind)
             return
         gen = self.generation
         if kind == "transcription.delta":
@@ -201,6 +204,12 @@ class Link:
             pass  # newer vLLM acknowledges session.update; nothing to do
         else:
             self.anomalies.note(f"unknown event {kind[:40]!r}", data)
+
+    def _bad_start(self, what: str) -> None:
+        self._created.set_exception(
+            STTError(f"expected session.created, got {what!r:.80}", code="stt_protocol")
+        )
+        self._created.exception()
 
     def _error(self, event: dict[str, Any]) -> None:
         raw_code = event.get("code")
