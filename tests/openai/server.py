@@ -82,6 +82,7 @@ class RealtimeTestServer:
         #: Start a server-initiated response just before handling the next response.create.
         self.race_next_create = False
         self.handshakes: list[dict[str, Any]] = []
+        self.closing = False
         #: When each entry of ``received`` arrived (time.monotonic()).
         self.received_at: list[float] = []
         #: Hold points: a connection that reaches ``point`` waits until the event is set.
@@ -111,7 +112,8 @@ class RealtimeTestServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def close(self) -> None:
-        for c in self.connections:
+        self.closing = True  # a client that redials while we close is refused, not served
+        for c in list(self.connections):
             await c.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -170,6 +172,8 @@ class RealtimeTestServer:
         self.handshakes.append(
             {"path": request.path, "query": dict(request.query), "headers": dict(request.headers)}
         )
+        if self.closing:
+            return web.Response(status=503, text="shutting down")
         if self.refuse_connections:
             return web.Response(status=self.refuse_connections.popleft(), text="refused")
         auth = request.headers.get("Authorization", "")
