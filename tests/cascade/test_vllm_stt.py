@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import traceback
 
 import aiohttp
 import numpy as np
@@ -160,7 +161,12 @@ async def test_bad_key_is_an_auth_error_and_never_retried(transcriber: Transcrib
         with pytest.raises(STTError) as err:
             await stt.connect()
         assert (err.value.code, err.value.recoverable) == ("stt_auth", False)
-        assert "wrong-key" not in str(err.value)
+        exc: BaseException | None = err.value
+        while exc is not None:  # nothing chained leads back to the request's headers
+            assert "wrong-key" not in repr(exc) + repr(getattr(exc, "request_info", ""))
+            exc = exc.__cause__ or exc.__context__
+        shown = traceback.TracebackException.from_exception(err.value, capture_locals=True)
+        assert "wrong-key" not in "".join(shown.format()) and "wrong-key" not in repr(stt)
         assert server.handshakes == 1 and not server.connections  # refused once, not retried
         await stt.aclose()
         good = VLLMRealtimeSTT(server.url, MODEL, api_key="right-key")

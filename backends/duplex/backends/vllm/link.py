@@ -254,42 +254,32 @@ async def open_link(
     http: aiohttp.ClientSession,
     url: str,
     *,
-    headers: dict[str, str],
+    headers: Callable[[], dict[str, str]],
     model: str,
     extra: dict[str, Any],
     heartbeat_s: float | None,
     timeout: float,
     anomalies: Anomalies,
 ) -> Link:
-    """Dial and configure; raises `Dropped` (worth a retry) or a non-retryable `STTError`."""
+    """Dial and configure; raises `Dropped` (worth a retry) or a non-retryable `STTError`.
+
+    ``headers`` is called inside the dial, so no frame on the raising path holds the key,
+    and errors are raised outside ``except`` blocks so none chains to aiohttp's request.
+    """
+    status: int | None = None
+    failure = ""
     try:
         ws = await asyncio.wait_for(
-            http.ws_connect(url, headers=headers, autoping=True, heartbeat=heartbeat_s), timeout
+            http.ws_connect(url, headers=headers(), autoping=True, heartbeat=heartbeat_s), timeout
         )
     except aiohttp.WSServerHandshakeError as e:
         status = e.status
-        if status in (401, 403):
-            raise STTError(
-                f"vLLM realtime refused the API key (HTTP {status}); check api_key / --api-key",
-                code="stt_auth",
-                recoverable=False,
-            ) from None
-        if status == 404:
-            raise STTError(
-                f"vLLM realtime not found at {url} (HTTP 404): the server does not serve "
-                "a realtime model there",
-                code="stt_not_found",
-                recoverable=False,
-            ) from None
-        if retryable_status(status):
-            raise Dropped(f"handshake refused: HTTP {status}") from None
-        raise STTError(
-            f"vLLM realtime refused the connection: HTTP {status}",
-            code=f"http_{status}",
-            recoverable=False,
-        ) from None
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-        raise Dropped(f"cannot reach {url}: {type(e).__name__}") from None
+        failure = type(e).__name__
+    if status is not None:
+        raise _refused(status, url)
+    if failure:
+        raise Dropped(f"cannot reach {url}: {failure}")
     link = Link(ws, anomalies)
     try:
         await link.handshake(model, extra, timeout)
@@ -305,6 +295,29 @@ async def open_link(
         await link.close()
         raise
     return link
+
+
+def _refused(status: int, url: str) -> Exception:
+    if status in (401, 403):
+        return STTError(
+            f"vLLM realtime refused the API key (HTTP {status}); check api_key / --api-key",
+            code="stt_auth",
+            recoverable=False,
+        )
+    if status == 404:
+        return STTError(
+            f"vLLM realtime not found at {url} (HTTP 404): the server does not serve "
+            "a realtime model there",
+            code="stt_not_found",
+            recoverable=False,
+        )
+    if retryable_status(status):
+        return Dropped(f"handshake refused: HTTP {status}")
+    return STTError(
+        f"vLLM realtime refused the connection: HTTP {status}",
+        code=f"http_{status}",
+        recoverable=False,
+    )
 
 
 def configuration_error(e: STTError, model: str) -> ConfigurationError:

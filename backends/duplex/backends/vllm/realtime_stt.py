@@ -156,7 +156,7 @@ class VLLMRealtimeSTTSession(STTSession):
         return await open_link(
             stt.http(),
             stt.ws_url,
-            headers=stt.headers(),
+            headers=stt.headers,
             model=stt.model,
             extra=stt.session_extra,
             heartbeat_s=stt.heartbeat_s,
