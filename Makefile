@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench docs sysdeps clean
+.PHONY: demo test lint bench fuzz docs sysdeps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
+
+# Large fuzz budgets (20,000 hostile frames per client); CI runs 2,000 each.
+fuzz: sysdeps $(STAMP)
+	$(PY) -m pytest -q -m heavy tests/fuzz
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
