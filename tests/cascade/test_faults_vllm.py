@@ -375,3 +375,28 @@ async def test_an_utterance_survives_a_vllm_restart() -> None:
     assert generations == [speech.samples_per_channel]  # every sample, once, on the new process
     assert session.reconnects == 1
     assert all(words(p).count("kitchen") <= 1 for p in partials)
+
+
+def test_vllm_realtime_passes_the_stt_connection_settings() -> None:
+    backend = VLLMRealtime(
+        "http://127.0.0.1:8000",
+        MODEL,
+        "Qwen/Qwen3-8B",
+        tts=SpeechEndpointTTS("http://127.0.0.1:1"),
+        stt_reconnect_window_s=12.0,
+        stt_final_timeout=7.0,
+        stt_max_utterance_s=20.0,
+        stt_session_extra={"language": "en"},
+    )
+    stt = backend.stt
+    assert isinstance(stt, VLLMRealtimeSTT)
+    assert (stt.reconnect_window_s, stt.final_timeout, stt.max_utterance_s) == (12.0, 7.0, 20.0)
+    assert stt.session_extra == {"language": "en"}
+    with pytest.raises(ConfigurationError, match="model"):
+        VLLMRealtime(
+            "http://127.0.0.1:8000",
+            MODEL,
+            "Qwen/Qwen3-8B",
+            tts=SpeechEndpointTTS("http://127.0.0.1:1"),
+            stt_session_extra={"model": "other"},
+        )
