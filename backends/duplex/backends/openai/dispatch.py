@@ -27,7 +27,7 @@ from duplex.agents.conversation import AudioPart, ContentPart, FunctionCallOutpu
 from duplex.agents.errors import BackendErrorException, ResponseActiveError
 
 from .dialect import normalize_type
-from .items import from_wire, truncated_item
+from .items import from_wire, server_item_id, truncated_item
 from .options import FATAL_CODES, SemanticVAD, ServerVAD
 from .state import SessionState, log
 from .stream_events import RESPONSE_HANDLERS, ResponseEvents
@@ -174,7 +174,7 @@ class Dispatcher:
 
     def _committed(self, ev: dict[str, Any]) -> None:
         st = self.st
-        item_id = str(ev["item_id"])
+        item_id = server_item_id(ev.get("item_id"))
         turn = st.user_turn(item_id)
         if not turn.audio_ms:
             turn.audio_ms = st.buffer_ms
@@ -203,7 +203,7 @@ class Dispatcher:
     def _item_added(self, ev: dict[str, Any]) -> None:
         st = self.st
         wire = ev["item"]
-        item_id = str(wire["id"])
+        item_id = server_item_id(wire.get("id"))
         prev = ev.get("previous_item_id")
         pending = st.ops.peek("create", item_id)
         if pending is not None:

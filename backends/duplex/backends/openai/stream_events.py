@@ -23,6 +23,7 @@ from duplex.agents.backend import (
 )
 from duplex.agents.conversation import AudioPart, ContentPart, FunctionCall, Message, TextPart
 
+from .items import server_item_id
 from .metrics import ResponseMetrics, usage_from_wire
 from .responses import ActiveResponse, ItemStream
 from .state import SessionState
@@ -77,7 +78,7 @@ class ResponseEvents:
         st = self.st
         wire = ev["item"]
         rid = str(ev.get("response_id") or "")
-        item_id = str(wire["id"])
+        item_id = server_item_id(wire.get("id"))
         kind = wire.get("type")
         stream = ItemStream(item_id, rid, kind if kind in ("message", "function_call") else "other")
         stream.sample_rate = st.opts.output_rate
