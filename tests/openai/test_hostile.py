@@ -8,7 +8,13 @@ import logging
 
 import pytest
 
-from duplex.agents.backend import BackendError, ItemAdded, ResponseDone, SpeechStarted
+from duplex.agents.backend import (
+    BackendError,
+    ItemAdded,
+    Reconnected,
+    ResponseDone,
+    SpeechStarted,
+)
 from duplex.agents.conversation import Conversation
 
 from .helpers import Collector, backend
@@ -120,3 +126,19 @@ async def test_twenty_thousand_server_items(server: RealtimeTestServer) -> None:
     assert last == f"item_{n - 1:06d}"
     assert [it.id for it in session.remote_items[-2:]] == [f"item_{n - 2:06d}", last]
     await session.aclose()
+
+
+async def test_a_server_item_id_a_replay_could_not_send_is_refused(
+    server: RealtimeTestServer,
+) -> None:
+    """Found by the fuzz suite: such an item made the next reconnect's replay fatal."""
+    session, col = await _session(server)
+    item = {"id": "x" * 40, "type": "message", "role": "user", "content": []}
+    await server.send_raw(json.dumps({"type": "conversation.item.added", "item": item}))
+    err = await col.wait_for(BackendError)
+    assert err.code == "malformed_event"
+    await server.current.close()  # a reconnect replays the mirror: it must not fail
+    await col.wait_for(Reconnected, timeout=20)
+    await _still_answers(session)
+    await session.aclose()
+    await col.aclose()
