@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak docs sysdeps clean phone-latency test-pythons wheel-check
+.PHONY: demo test lint bench soak fuzz docs sysdeps clean phone-latency test-pythons wheel-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: sysdeps $(STAMP)
 # 50 calls for 5 minutes with RSS and task counts (DUPLEX_SOAK_S / DUPLEX_SOAK_CALLS to change).
 soak: $(STAMP)
 	$(PY) -m pytest -m heavy tests/soak -s -q
+
+# Large fuzz budgets (20,000 hostile frames per client); CI runs 2,000 each.
+fuzz: sysdeps $(STAMP)
+	$(PY) -m pytest -q -m heavy tests/fuzz
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict

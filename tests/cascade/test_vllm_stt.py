@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import traceback
 
 import aiohttp
 import numpy as np
 import pytest
 
+from duplex.agents.errors import ConfigurationError
 from duplex.backends.cascade import STTError, STTOverflowError
 from duplex.backends.vllm import VLLMRealtimeSTT
 
 from ..speech import silence, speak, split
 from .helpers import words
-from .vllm_server import VLLMRealtimeServer
+from .vllm_server import Transcriber, VLLMRealtimeServer
 
 MODEL = "mistralai/Voxtral-Mini-4B-Realtime-2602"
 WEATHER = "What is the weather in Paris today?"
@@ -51,8 +53,9 @@ async def test_streams_while_speaking_and_reuses_one_connection(
     assert len(vllm_server.connections) == 1
     events = vllm_server.connections[0].events
     assert events[0] == {"type": "session.update", "model": MODEL}  # model at the top level
+    assert events[1] == {"type": "duplex.probe"}  # answered by unknown_event: the model is served
     kinds = [
-        (e["type"], e.get("final")) for e in events[1:] if e["type"] != "input_audio_buffer.append"
+        (e["type"], e.get("final")) for e in events[2:] if e["type"] != "input_audio_buffer.append"
     ]
     commit, final = ("input_audio_buffer.commit", None), ("input_audio_buffer.commit", True)
     assert kinds == [commit, final, commit, final]
@@ -81,20 +84,30 @@ async def test_socket_drop_mid_utterance_resends_the_whole_utterance(
     assert np.array_equal(resent, speech.data[:, 0])  # every sample, from the first one
 
 
-async def test_unknown_model_is_a_typed_fatal_error(vllm_server: VLLMRealtimeServer) -> None:
+async def test_unknown_model_fails_at_connect_with_a_configuration_error(
+    vllm_server: VLLMRealtimeServer,
+) -> None:
     stt = VLLMRealtimeSTT(vllm_server.url, "no/such-model")
+    with pytest.raises(ConfigurationError, match="no/such-model"):
+        await stt.connect()  # before any caller turn
+    await stt.aclose()
+    assert "model_not_found" in [e.get("code") for e in vllm_server.connections[0].sent]
+
+
+def test_session_extra_cannot_replace_the_model() -> None:
+    with pytest.raises(ConfigurationError, match="model"):
+        VLLMRealtimeSTT("http://127.0.0.1:1", MODEL, session_extra={"model": "other"})
+    with pytest.raises(ConfigurationError, match="temperature"):
+        VLLMRealtimeSTT("http://127.0.0.1:1", MODEL, session_extra={"temperature": 0.2})
+
+
+async def test_session_extra_fields_go_beside_the_model(vllm_server: VLLMRealtimeServer) -> None:
+    stt = VLLMRealtimeSTT(vllm_server.url, MODEL, session_extra={"language": "en"})
     session = await stt.connect()
-    try:
-        utt = session.begin()
-        await push_all(utt, speak("Tell me a joke."))
-        with pytest.raises(STTError) as err:
-            await utt.finish()
-        assert err.value.code == "model_not_found" and not err.value.recoverable
-        with pytest.raises(STTError):  # later turns fail fast with the same cause
-            await session.begin().finish()
-    finally:
-        await session.aclose()
-        await stt.aclose()
+    await session.aclose()
+    await stt.aclose()
+    update = vllm_server.connections[0].events[0]
+    assert update == {"type": "session.update", "model": MODEL, "language": "en"}
 
 
 async def test_engine_failure_fails_the_turn_and_the_next_turn_works(
@@ -139,6 +152,30 @@ async def test_unreachable_server_fails_at_connect() -> None:
         await stt.connect()
     assert err.value.code == "stt_unreachable"
     await stt.aclose()
+
+
+async def test_bad_key_is_an_auth_error_and_never_retried(transcriber: Transcriber) -> None:
+    server = await VLLMRealtimeServer(transcriber, api_key="right-key").start()
+    try:
+        stt = VLLMRealtimeSTT(server.url, MODEL, api_key="wrong-key")
+        with pytest.raises(STTError) as err:
+            await stt.connect()
+        assert (err.value.code, err.value.recoverable) == ("stt_auth", False)
+        exc: BaseException | None = err.value
+        while exc is not None:  # nothing chained leads back to the request's headers
+            assert "wrong-key" not in repr(exc) + repr(getattr(exc, "request_info", ""))
+            exc = exc.__cause__ or exc.__context__
+        shown = traceback.TracebackException.from_exception(err.value, capture_locals=True)
+        assert "wrong-key" not in "".join(shown.format()) and "wrong-key" not in repr(stt)
+        assert server.handshakes == 1 and not server.connections  # refused once, not retried
+        await stt.aclose()
+        good = VLLMRealtimeSTT(server.url, MODEL, api_key="right-key")
+        session = await good.connect()
+        await session.aclose()
+        await good.aclose()
+        assert len(server.connections) == 1
+    finally:
+        await server.stop()
 
 
 # --- the test server itself reproduces vLLM's quirks ----------------------------------------

@@ -45,7 +45,8 @@ class Collector:
                 else:
                     self.conversation.replace(ev.item)
             elif isinstance(ev, ItemUpdated):
-                self.conversation.replace(ev.item)
+                if ev.item.id in self.conversation:  # as AgentSession: never revive an item
+                    self.conversation.replace(ev.item)
             elif isinstance(ev, ItemDeleted):
                 self.conversation.remove(ev.item_id)
             self.events.append(ev)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class Reply:
     chunk_ms: int = 100
     #: Finish with this status instead of "completed" (e.g. "failed").
     status: str = "completed"
+    #: Fault: after response.created, nothing (no output, no done) until cancelled.
+    stall: bool = False
 
     @property
     def speaks(self) -> bool:
@@ -79,6 +82,14 @@ class RealtimeTestServer:
         #: Start a server-initiated response just before handling the next response.create.
         self.race_next_create = False
         self.handshakes: list[dict[str, Any]] = []
+        self.closing = False
+        #: When each entry of ``received`` arrived (time.monotonic()).
+        self.received_at: list[float] = []
+        #: Hold points: a connection that reaches ``point`` waits until the event is set.
+        #: "after_commit" (committed and acked, before transcription) and
+        #: "before_response" (turn transcribed, before server VAD's response.created).
+        self.holds: dict[str, asyncio.Event] = {}
+        self.reached: dict[str, asyncio.Event] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -101,7 +112,8 @@ class RealtimeTestServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     async def close(self) -> None:
-        for c in self.connections:
+        self.closing = True  # a client that redials while we close is refused, not served
+        for c in list(self.connections):
             await c.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -137,6 +149,20 @@ class RealtimeTestServer:
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for _, e in self.received if e["type"] == event_type]
 
+    async def hold_point(self, point: str) -> None:
+        """Called by a connection at ``point``; waits there if a test asked for it (once)."""
+        release = self.holds.pop(point, None)
+        if release is None:
+            return
+        self.reached.setdefault(point, asyncio.Event()).set()
+        await release.wait()
+
+    def hold_at(self, point: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """(reached, release) for the next connection that gets to ``point``."""
+        release = self.holds[point] = asyncio.Event()
+        reached = self.reached[point] = asyncio.Event()
+        return reached, release
+
     async def send_raw(self, text: str) -> None:
         """Send a frame as is (no validation): malformed JSON, unknown events."""
         await self.current.ws.send_str(text)
@@ -146,12 +172,24 @@ class RealtimeTestServer:
         self.handshakes.append(
             {"path": request.path, "query": dict(request.query), "headers": dict(request.headers)}
         )
+        if self.closing:
+            return web.Response(status=503, text="shutting down")
         if self.refuse_connections:
             return web.Response(status=self.refuse_connections.popleft(), text="refused")
         auth = request.headers.get("Authorization", "")
         key = request.headers.get("api-key", "")
         if auth != f"Bearer {self.api_key}" and key != self.api_key:
-            raise web.HTTPUnauthorized(text='{"error":{"code":"invalid_api_key"}}')
+            # The service's body: the message names the (masked) key that was refused.
+            error = {
+                "message": "Incorrect API key provided. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": error}), content_type="application/json"
+            )
         ws = web.WebSocketResponse(max_msg_size=32 * 1024 * 1024)
         await ws.prepare(request)
         beta = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -180,6 +181,7 @@ class ServerConnection:
                 continue
             event = json.loads(msg.data)
             self.server.received.append((self.number, event))
+            self.server.received_at.append(time.monotonic())
             try:
                 validate(event, dialect=self.dialect, side="client")  # type: ignore[arg-type]
             except SchemaError as e:
@@ -255,7 +257,8 @@ class ServerConnection:
                     }
                 )
                 await self._commit(item_id)
-                if td.get("create_response", True) and self.active is None:
+                await self.server.hold_point("before_response")
+                if td.get("create_response", True) and self.active is None and not self.closed:
                     self.start_response({}, None)
 
     async def _on_input_audio_buffer_commit(self, ev: dict[str, Any]) -> None:
@@ -290,6 +293,7 @@ class ServerConnection:
             {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": prev}
         )
         await self.send_item_ack(item)
+        await self.server.hold_point("after_commit")
         if self.transcription:
             await self._transcribe(item)
 

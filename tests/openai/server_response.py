@@ -86,6 +86,8 @@ class ServerResponse:
                     ],
                 }
             )
+            if self.reply.stall:
+                await self._cancelled.wait()  # a model that never produces anything
             done = False
             for name, args in self.reply.function_calls:
                 if await self._pause() or not await self._function_call(name, args):

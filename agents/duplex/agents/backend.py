@@ -149,6 +149,19 @@ class BackendError:
     code: str
     message: str
     recoverable: bool = True
+    #: The request field the server objected to, when it names one.
+    param: str | None = None
+    #: The client event the error answers, when the server names it.
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The connection went away (or is being rolled over); requests wait until it is back."""
+
+    #: A rollover before the server's session limit, not a failure.
+    planned: bool = False
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,8 @@ class Reconnected:
     attempt: int = 1
     #: A rollover before the server's session limit, not a failure.
     planned: bool = False
+    #: From the drop (or the planned close) until requests flow again.
+    downtime_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,7 @@ BackendEvent: TypeAlias = (
     | ItemUpdated
     | ItemDeleted
     | BackendError
+    | Reconnecting
     | Reconnected
     | RateLimits
 )

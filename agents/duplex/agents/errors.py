@@ -27,11 +27,20 @@ class BackendErrorException(DuplexError):
     """A backend refused a request; ``code`` is the backend's own code."""
 
     def __init__(
-        self, message: str, *, code: str = "backend_error", recoverable: bool = True
+        self,
+        message: str,
+        *,
+        code: str = "backend_error",
+        recoverable: bool = True,
+        param: str | None = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.recoverable = recoverable
+        #: The request field the backend objected to, and the client event it answers.
+        self.param = param
+        self.event_id = event_id
 
 
 class ResponseActiveError(DuplexError):

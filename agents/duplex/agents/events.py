@@ -94,6 +94,28 @@ class SessionError:
     code: str
     message: str
     recoverable: bool
+    #: The request field the backend objected to, when it names one.
+    param: str | None = None
+    #: The backend client event the error answers, when it names one.
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The backend connection dropped (or is rolled over); the agent is deaf until it is back."""
+
+    planned: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """The backend connection is back and the conversation replayed."""
+
+    planned: bool
+    #: Drop (or planned close) -> requests flowing again.
+    downtime_ms: float
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -112,5 +134,7 @@ SessionEvent: TypeAlias = (
     | MetricsCollected
     | AgentInterrupted
     | SessionError
+    | Reconnecting
+    | Reconnected
     | SessionClosed
 )

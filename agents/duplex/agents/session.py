@@ -36,6 +36,7 @@ from .backend import (
     ToolChoice,
     UserTranscript,
 )
+from .backend import Reconnecting as BackendReconnecting
 from .captions import Captions
 from .conversation import Conversation, FunctionCall, FunctionCallOutput, Message
 from .emitter import Emitter, Handler
@@ -53,6 +54,8 @@ from .events import (
     UserStateChanged,
     UserTranscribed,
 )
+from .events import Reconnected as SessionReconnected
+from .events import Reconnecting as SessionReconnecting
 from .input_path import InputPath
 from .interruption import settle_interrupted
 from .logs import bind_session_id, new_session_id
@@ -407,8 +410,14 @@ class AgentSession:
             if not self.caps.server_replies:
                 self._spawn(self.generate_reply(), "server-turn-reply")
         elif isinstance(ev, BackendError):
-            self._report_error(ev.code, ev.message, ev.recoverable)
-        elif isinstance(ev, (Reconnected, RateLimits)):
+            self._report_error(ev.code, ev.message, ev.recoverable, ev.param, ev.event_id)
+        elif isinstance(ev, BackendReconnecting):
+            logger.info("backend: %s", ev)
+            self._emit_transport(SessionReconnecting(ev.planned, ev.reason))
+        elif isinstance(ev, Reconnected):
+            logger.info("backend: %s", ev)
+            self._emit_transport(SessionReconnected(ev.planned, ev.downtime_ms, ev.attempt))
+        elif isinstance(ev, RateLimits):
             logger.info("backend: %s", ev)
 
     def _on_audio(self, ev: AudioDelta) -> None:
@@ -561,9 +570,16 @@ class AgentSession:
             except Exception:
                 logger.exception("transport could not publish %s", type(event).__name__)
 
-    def _report_error(self, code: str, message: str, recoverable: bool) -> None:
+    def _report_error(
+        self,
+        code: str,
+        message: str,
+        recoverable: bool,
+        param: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
         logger.warning("session error %s: %s", code, message)
-        self._emit_transport(SessionError(code, message, recoverable))
+        self._emit_transport(SessionError(code, message, recoverable, param, event_id))
         if not recoverable and not self._closing:
             self._spawn(self.aclose(f"fatal error: {code}"), "close")
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+import aiohttp
+
 from duplex.agents.backend import Backend, Capabilities
 from duplex.agents.conversation import Conversation
 from duplex.agents.errors import ConfigurationError
@@ -39,6 +41,7 @@ class OpenAIRealtime(Backend):
 
     Credentials and options are checked here, so a misconfigured deployment fails
     at construction with `ConfigurationError` rather than on the first call.
+    ``http_session`` shares an `aiohttp.ClientSession` (the caller closes it).
     """
 
     def __init__(
@@ -63,9 +66,14 @@ class OpenAIRealtime(Backend):
         reconnect: ReconnectPolicy | None = None,
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
+        first_connect_timeout: float = 5.0,
+        heartbeat_s: float | None = 15.0,
+        reply_start_timeout: float | None = 20.0,
+        reply_idle_timeout: float | None = 30.0,
         base_url: str | None = None,
         api_key: str | None = None,
         env: Mapping[str, str] | None = None,
+        http_session: aiohttp.ClientSession | None = None,
         _endpoint: Endpoint | None = None,
     ) -> None:
         self.options = RealtimeOptions(
@@ -88,8 +96,14 @@ class OpenAIRealtime(Backend):
             reconnect=reconnect or ReconnectPolicy(),
             request_timeout=request_timeout,
             connect_timeout=connect_timeout,
+            first_connect_timeout=first_connect_timeout,
+            heartbeat_s=heartbeat_s,
+            reply_start_timeout=reply_start_timeout,
+            reply_idle_timeout=reply_idle_timeout,
         )
         self.options.validate()
+        #: Shared HTTP client (its connection pool, proxies, TLS settings); never closed here.
+        self.http_session = http_session
         self.endpoint = _endpoint or openai_endpoint(
             model=model, dialect=dialect, base_url=base_url, api_key=api_key, env=env
         )
@@ -105,16 +119,21 @@ class OpenAIRealtime(Backend):
         api_key: str | None = None,
         entra_token: str | None = None,
         env: Mapping[str, str] | None = None,
+        base_url: str | None = None,
         **options: Any,
     ) -> OpenAIRealtime:
         """Azure OpenAI. Without ``api_version`` (or with "v1") the GA ``/openai/v1`` path is
         used; a dated preview version selects the legacy path and the beta dialect.
+        ``base_url`` names the GA base in full (``https://<resource>.openai.azure.com/openai/v1``
+        or a gateway in front of it) instead of ``azure_endpoint``.
 
         Reads AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, AZURE_OPENAI_AD_TOKEN and
         OPENAI_API_VERSION when the arguments are not given.
         """
-        if "base_url" in options or "dialect" in options:
-            raise ConfigurationError("with_azure() sets base_url and dialect itself")
+        if "dialect" in options:
+            raise ConfigurationError("with_azure() sets the dialect itself")
+        if base_url is not None and azure_endpoint is not None:
+            raise ConfigurationError("pass either base_url or azure_endpoint, not both")
         deployment = azure_deployment or options.get("model")
         endpoint, dialect = _azure_endpoint(
             deployment=deployment,
@@ -123,6 +142,7 @@ class OpenAIRealtime(Backend):
             api_key=api_key,
             entra_token=entra_token,
             env=os.environ if env is None else env,
+            base_url=base_url,
         )
         return cls(dialect=dialect, _endpoint=endpoint, **options)
 
@@ -139,6 +159,7 @@ class OpenAIRealtime(Backend):
         clone.options = replace(self.options, **changes)
         clone.options.validate()
         clone.endpoint = self.endpoint
+        clone.http_session = self.http_session
         clone.capabilities = _capabilities(clone.options)
         return clone
 
@@ -156,6 +177,7 @@ class OpenAIRealtime(Backend):
             endpoint=self.endpoint,
             instructions=instructions or self.options.instructions or "",
             tools=tools,
+            http=self.http_session,
         )
         await session.start(conversation)
         return session

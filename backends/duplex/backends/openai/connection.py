@@ -1,15 +1,19 @@
 """One WebSocket to a realtime server: dial, send with an event_id, receive parsed events.
 
 The connection knows nothing of conversations or responses; the session decides
-what a drop means. Reconnection timing (backoff with jitter) lives here too.
+what a drop means. Dialling with backoff (the shared `Backoff`) lives here too;
+aiohttp's heartbeat pings the server so a black-holed socket is noticed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from duplex.agents.backoff import Backoff, retryable_status
 from duplex.agents.errors import BackendErrorException
 
 from .options import Endpoint, ReconnectPolicy
@@ -51,11 +56,19 @@ class Received:
 class Connection:
     """An open socket; `send` serialises writes so events keep their order."""
 
-    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        ws: aiohttp.ClientWebSocketResponse,
+        *,
+        owns_http: bool = True,
+    ) -> None:
         self._http = http
         self._ws = ws
+        self._owns_http = owns_http
         self._lock = asyncio.Lock()
         self.sent = 0
+        self.opened_at = time.monotonic()
 
     @property
     def closed(self) -> bool:
@@ -93,57 +106,133 @@ class Connection:
         try:
             await self._ws.close()
         finally:
-            await self._http.close()
+            if self._owns_http:
+                await self._http.close()
 
 
 def _parse(text: str) -> Received:
     try:
         event = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than we parse
         return Received(MALFORMED, {}, text[:200])
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         return Received(MALFORMED, {}, text[:200])
-    return Received(event["type"], event)
+    return Received(event["type"][:200], event)
 
 
-async def open_connection(endpoint: Endpoint, *, timeout: float) -> Connection:
-    """Dial ``endpoint``; HTTP 401/403 at the handshake are fatal, everything else retryable."""
+#: HTTP status at the handshake -> error code.
+_STATUS_CODES = {401: "invalid_api_key", 403: "forbidden", 404: "not_found", 429: "rate_limited"}
+
+
+def _error_capture() -> tuple[aiohttp.TraceConfig, list[bytes]]:
+    """Keeps the body of a refused handshake, which aiohttp drops before raising.
+
+    Only a session we create carries it; with a shared ``http_session`` the error says
+    the status alone.
+    """
+    bodies: list[bytes] = []
+
+    async def on_end(
+        _session: aiohttp.ClientSession, _ctx: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        if params.response.status >= 400:
+            with contextlib.suppress(Exception):
+                bodies.append(await asyncio.wait_for(params.response.content.read(4096), 2.0))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    return trace, bodies
+
+
+def _explain(raw: bytes) -> str:
+    """The server's message from an error body: ``error.message`` of JSON, else its start."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return text[:300]
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        message = err.get("message")
+        if isinstance(message, str):
+            return message[:300]
+    if isinstance(err, str):
+        return err[:300]
+    return text[:300]
+
+
+def _dial_headers(endpoint: Endpoint) -> dict[str, str]:
     headers = endpoint.all_headers()
     if endpoint.send_beta_header:
         headers["OpenAI-Beta"] = "realtime=v1"
-    http = aiohttp.ClientSession()
+    return headers
+
+
+async def open_connection(
+    endpoint: Endpoint,
+    *,
+    timeout: float,
+    http: aiohttp.ClientSession | None = None,
+    heartbeat: float | None = None,
+) -> Connection:
+    """Dial ``endpoint``; HTTP 401/403/404 at the handshake are fatal, 429/5xx retryable.
+
+    The raised `ConnectError` chains nothing: aiohttp's exception carries the request
+    headers (the API key) and must not be reachable from what the caller logs.
+    """
+    own = http is None
+    trace, bodies = _error_capture()
+    session = aiohttp.ClientSession(trace_configs=[trace]) if http is None else http
+    status: int | None = None
+    failure = ""
     try:
         ws = await asyncio.wait_for(
-            http.ws_connect(endpoint.url, headers=headers, max_msg_size=32 * 1024 * 1024),
+            session.ws_connect(
+                endpoint.url,
+                headers=_dial_headers(endpoint),
+                max_msg_size=32 * 1024 * 1024,
+                heartbeat=heartbeat,
+            ),
             timeout,
         )
+        return Connection(session, ws, owns_http=own)
     except aiohttp.WSServerHandshakeError as e:
-        await http.close()
-        fatal = e.status in (401, 403)
-        code = {401: "invalid_api_key", 403: "forbidden", 429: "rate_limited"}.get(
-            e.status, f"http_{e.status}"
-        )
-        raise ConnectError(
-            f"realtime handshake refused: HTTP {e.status}", code=code, fatal=fatal
-        ) from None
+        status = e.status
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-        await http.close()
+        failure = f"{type(e).__name__}: {_short(e)}"
+    # Raised outside the except blocks, so no __context__ leads back to the request.
+    try:
+        if status is not None:
+            retryable = retryable_status(status)
+            detail = _explain(bodies[0]) if bodies else ""
+            code = _STATUS_CODES.get(status, f"http_{status}")
+            message = f"realtime handshake refused: HTTP {status}"
+            if detail:
+                message += f": {detail}"
+            raise ConnectError(message, code=code, fatal=not retryable)
         raise ConnectError(
-            f"cannot reach realtime server: {type(e).__name__}: {e}",
+            f"cannot reach realtime server at {_safe_url(endpoint.url)}: {failure}",
             code="connect_failed",
             fatal=False,
-        ) from None
-    return Connection(http, ws)
+        )
+    finally:
+        if own:
+            await session.close()
+
+
+def _short(e: BaseException) -> str:
+    return str(e)[:200]
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its query (a deployment may put a key there)."""
+    return url.split("?", 1)[0]
 
 
 def backoff_delays(policy: ReconnectPolicy, rng: random.Random | None = None) -> Iterator[float]:
-    """Delays before each retry: doubling from ``initial_delay`` up to ``max_delay``, jittered."""
-    rng = rng or random.Random()
-    delay = policy.initial_delay
-    for _ in range(policy.max_attempts):
-        spread = delay * policy.jitter
-        yield max(0.0, delay - spread + rng.random() * 2 * spread)
-        delay = min(policy.max_delay, delay * 2 if delay else policy.initial_delay)
+    """Delays before each retry (the shared `Backoff`), ``max_attempts`` of them."""
+    backoff = Backoff(policy.initial_delay, policy.max_delay, policy.jitter)
+    return itertools.islice(backoff.delays(rng), policy.max_attempts)
 
 
 async def dial(
@@ -153,21 +242,33 @@ async def dial(
     timeout: float,
     immediate: bool,
     stop: Callable[[], bool] = lambda: False,
+    http: aiohttp.ClientSession | None = None,
+    heartbeat: float | None = None,
+    first: bool = False,
 ) -> tuple[Connection, int]:
     """Dial with backoff; returns the connection and the attempt that made it.
 
     ``immediate`` makes the first attempt at once (first connect, planned rollover).
+    ``first`` (a session's first connect) fails fast: an unreachable server is not
+    retried, and a server answering 429/5xx is retried only within ``timeout`` overall.
     Raises the last `ConnectError` when a fatal one occurs or the attempts run out.
     """
     last: ConnectError | None = None
     delays = [0.0] if immediate else []
     delays += list(backoff_delays(policy))
+    started = time.monotonic()
     for attempt, delay in enumerate(delays, 1):
+        if first and attempt > 1:
+            left = timeout - (time.monotonic() - started)
+            if left <= delay or last is None or last.code == "connect_failed":
+                break
+            timeout = left - delay
         await asyncio.sleep(delay)
         if stop():
             break
         try:
-            return await open_connection(endpoint, timeout=timeout), attempt
+            conn = await open_connection(endpoint, timeout=timeout, http=http, heartbeat=heartbeat)
+            return conn, attempt
         except ConnectError as e:
             last = e
             log.warning("realtime: connection attempt %d failed: %s", attempt, e.code)

@@ -2,12 +2,16 @@
 
 Every event type of the GA and beta unions is either handled here or listed in
 `IGNORED` with the reason (docs/backends/openai.md has the table). Beta names are
-normalised to GA first. A handler that trips over a malformed event logs once per
-type and the event is skipped; the session carries on.
+normalised to GA first. Parsing is defensive: numbers are bounded before use, and a
+handler that trips over a malformed event (whatever it raises) costs that event
+only: one `BackendError` (``malformed_event``), a warning once per type, and the
+reader carries on.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -19,11 +23,11 @@ from duplex.agents.backend import (
     SpeechStopped,
     UserTranscript,
 )
-from duplex.agents.conversation import AudioPart, ContentPart, Message
+from duplex.agents.conversation import AudioPart, ContentPart, FunctionCallOutput, Message
 from duplex.agents.errors import BackendErrorException, ResponseActiveError
 
 from .dialect import normalize_type
-from .items import from_wire, truncated_item
+from .items import from_wire, server_item_id, truncated_item
 from .options import FATAL_CODES, SemanticVAD, ServerVAD
 from .state import SessionState, log
 from .stream_events import RESPONSE_HANDLERS, ResponseEvents
@@ -52,6 +56,25 @@ IGNORED: dict[str, str] = {
     "response.mcp_call.completed": "server-side MCP",
     "response.mcp_call.failed": "server-side MCP",
 }
+
+
+#: Longest time value (ms) taken from a server event (~115 days); larger ones are malformed.
+MAX_MS = 1e10
+#: Longest caller transcript kept while it streams.
+MAX_TRANSCRIPT_CHARS = 100_000
+
+
+def bounded_ms(value: Any) -> float | None:
+    """A finite, non-negative millisecond count within `MAX_MS`, else None (never raises)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int):
+        return float(value) if 0 <= value <= MAX_MS else None
+    return value if math.isfinite(value) and 0.0 <= value <= MAX_MS else None
+
+
+def _text(value: Any, limit: int = 500) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
 
 
 #: Server event type (GA names; beta names are normalised first) -> handler method.
@@ -98,16 +121,21 @@ class Dispatcher:
             return
         try:
             handler(event)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except Exception as e:  # one bad event costs that event, never the reader
             st.log_once(
                 f"malformed:{etype}",
-                "realtime: skipping malformed %r event (%s: %s)",
+                "realtime: skipping malformed %r event (%s: %.200s)",
                 etype,
                 type(e).__name__,
-                e,
+                str(e),
             )
+            self.malformed(f"a malformed {etype!r} event ({type(e).__name__})")
         finally:
             st.changed()
+
+    def malformed(self, what: str) -> None:
+        """Report one unusable server event (the session stays up)."""
+        self.st.emit(BackendError("malformed_event", f"realtime: skipped {what}", True))
 
     # session -------------------------------------------------------------------------------
     def _session(self, ev: dict[str, Any]) -> None:
@@ -125,21 +153,19 @@ class Dispatcher:
     def _speech_started(self, ev: dict[str, Any]) -> None:
         st = self.st
         st.user_speaking = True
-        start = ev.get("audio_start_ms")
-        st.speech_start_ms = float(start) if isinstance(start, (int, float)) else None
+        st.speech_start_ms = bounded_ms(ev.get("audio_start_ms"))
         if self._interrupts():
             # The server cancels the active response itself; a response.cancel from us
             # now would only earn a response_cancel_not_active error.
             for r in st.responses.active.values():
                 r.server_cancelling = True
-        st.emit(SpeechStarted(st.speech_start_ms, ev.get("item_id")))
+        st.emit(SpeechStarted(st.speech_start_ms, _text(ev.get("item_id"), 128)))
 
     def _speech_stopped(self, ev: dict[str, Any]) -> None:
         st = self.st
         st.user_speaking = False
-        end = ev.get("audio_end_ms")
-        end_ms = float(end) if isinstance(end, (int, float)) else None
-        item_id = ev.get("item_id")
+        end_ms = bounded_ms(ev.get("audio_end_ms"))
+        item_id = _text(ev.get("item_id"), 128)
         if item_id and end_ms is not None and st.speech_start_ms is not None:
             turn = st.user_turn(item_id)
             prefix = getattr(st.opts.turn_detection, "prefix_padding_ms", 0)
@@ -148,11 +174,13 @@ class Dispatcher:
 
     def _committed(self, ev: dict[str, Any]) -> None:
         st = self.st
-        item_id = str(ev["item_id"])
+        item_id = server_item_id(ev.get("item_id"))
         turn = st.user_turn(item_id)
         if not turn.audio_ms:
             turn.audio_ms = st.buffer_ms
         turn.done = st.opts.input_transcription is None
+        if st.server_replies:
+            st.reply_due_at = time.monotonic()  # the server answers it: not a quiet moment
         st.buffer_ms = 0.0
         st.user_speaking = False
         if item_id not in st.mirror:
@@ -175,11 +203,13 @@ class Dispatcher:
     def _item_added(self, ev: dict[str, Any]) -> None:
         st = self.st
         wire = ev["item"]
-        item_id = str(wire["id"])
+        item_id = server_item_id(wire.get("id"))
         prev = ev.get("previous_item_id")
         pending = st.ops.peek("create", item_id)
         if pending is not None:
             local_item, local_prev = pending.payload
+            if isinstance(local_item, FunctionCallOutput) and local_item.call_id in st.open_calls:
+                st.outputs_sent.add(local_item.call_id)  # open until the follow-up reply starts
             after = local_prev if local_prev in st.mirror else prev
             st.mirror.insert(local_item, after, first=after is None)
             st.ops.resolve("create", item_id)
@@ -219,7 +249,9 @@ class Dispatcher:
     def _item_truncated(self, ev: dict[str, Any]) -> None:
         st = self.st
         item_id = str(ev["item_id"])
-        end_ms = float(ev["audio_end_ms"])
+        end_ms = bounded_ms(ev.get("audio_end_ms"))
+        if end_ms is None:
+            raise ValueError("audio_end_ms is not a bounded number of milliseconds")
         item = st.mirror.get(item_id)
         if isinstance(item, Message):
             st.update_item(truncated_item(item, end_ms))
@@ -230,7 +262,10 @@ class Dispatcher:
         st = self.st
         item_id = str(ev["item_id"])
         turn = st.user_turn(item_id)
-        turn.partial += str(ev.get("delta") or "")
+        delta = ev.get("delta")
+        if not isinstance(delta, str):
+            raise TypeError("transcription delta is not a string")
+        turn.partial = (turn.partial + delta)[:MAX_TRANSCRIPT_CHARS]
         st.emit(UserTranscript(item_id, turn.partial, final=False))
 
     def _finish_user_item(self, item_id: str, transcript: str) -> None:
@@ -247,7 +282,11 @@ class Dispatcher:
 
     def _transcript_done(self, ev: dict[str, Any]) -> None:
         item_id = str(ev["item_id"])
-        text = str(ev.get("transcript") or "")
+        text = (
+            (_text(ev.get("transcript"), MAX_TRANSCRIPT_CHARS) or "")
+            if ev.get("transcript")
+            else ""
+        )
         self._finish_user_item(item_id, text)
         self.st.emit(UserTranscript(item_id, text, final=True))
 
@@ -255,8 +294,9 @@ class Dispatcher:
         item_id = str(ev["item_id"])
         turn = self.st.user_turns.get(item_id)
         partial = turn.partial if turn else ""
-        err = ev.get("error") or {}
-        message = str(err.get("message") or err.get("code") or "transcription failed")
+        err = ev.get("error")
+        err = err if isinstance(err, dict) else {}
+        message = _text(err.get("message")) or _text(err.get("code")) or "transcription failed"
         self._finish_user_item(item_id, partial)
         self.st.emit(UserTranscript(item_id, partial, final=True, error=message))
 
@@ -267,12 +307,22 @@ class Dispatcher:
 
     def _error(self, ev: dict[str, Any]) -> None:
         st = self.st
-        err = ev.get("error") or {}
-        code = str(err.get("code") or err.get("type") or "error")
-        message = str(err.get("message") or code)
-        event_id = err.get("event_id")
-        st.errors_seen[code] += 1
-        exc = BackendErrorException(message, code=code, recoverable=code not in FATAL_CODES)
+        err = ev.get("error")
+        if not isinstance(err, dict):
+            err = {"message": err} if isinstance(err, str) else {}
+        code = _text(err.get("code"), 64) or _text(err.get("type"), 64) or "error"
+        message = _text(err.get("message"), 1000) or code
+        event_id = _text(err.get("event_id"), 128)
+        param = _text(err.get("param"), 200)
+        if code in st.errors_seen or len(st.errors_seen) < 256:
+            st.errors_seen[code] += 1
+        exc = BackendErrorException(
+            message,
+            code=code,
+            recoverable=code not in FATAL_CODES,
+            param=param,
+            event_id=event_id,
+        )
         if isinstance(event_id, str):
             if st.ops.fail(event_id, exc) is not None:
                 return
@@ -296,7 +346,7 @@ class Dispatcher:
             return
         if code in FATAL_CODES:
             st.fatal = (code, message)
-        st.emit(BackendError(code, message, recoverable=code not in FATAL_CODES))
+        st.emit(BackendError(code, message, code not in FATAL_CODES, param, event_id))
 
     def abort(self, error: Exception) -> None:
         """An unplanned drop: fail what waited for the server, close what was streaming."""

@@ -28,6 +28,14 @@ from .dialect import Dialect
 MAX_ID_LEN = 32
 
 
+def server_item_id(value: Any) -> str:
+    """The id of an item a server made; one it could not take back on a replay is refused
+    (a malformed event), so a hostile id can never make the next reconnect fail."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
+        raise ValueError(f"server item id {str(value)[:40]!r} is not 1-{MAX_ID_LEN} characters")
+    return value
+
+
 def to_wire(item: Item, dialect: Dialect, *, input_pcm16: bool) -> dict[str, Any] | None:
     """The wire item for ``item``, or None when it has no content a server accepts."""
     if isinstance(item, FunctionCall):
@@ -79,9 +87,7 @@ def _content(msg: Message, dialect: Dialect, *, input_pcm16: bool) -> list[dict[
 def from_wire(wire: dict[str, Any]) -> Item | None:
     """A duplex item for a server item; None for kinds duplex does not model (MCP)."""
     kind = wire.get("type")
-    item_id = wire.get("id")
-    if not isinstance(item_id, str) or not item_id:
-        raise ValueError("server item without an id")
+    item_id = server_item_id(wire.get("id"))
     if kind == "function_call":
         return FunctionCall(
             call_id=str(wire.get("call_id") or ""),

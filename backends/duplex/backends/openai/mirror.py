@@ -26,8 +26,12 @@ class _Entry:
 
 
 class Mirror:
+    """Items in server order, plus an id index: lookups are O(1) and appending (what a
+    server does with new items) is too, so 20,000 server-made items stay cheap."""
+
     def __init__(self) -> None:
         self._entries: list[_Entry] = []
+        self._by_id: dict[str, _Entry] = {}
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -37,21 +41,27 @@ class Mirror:
         return len(self._entries)
 
     def __contains__(self, item_id: object) -> bool:
-        return any(e.item.id == item_id for e in self._entries)
+        return isinstance(item_id, str) and item_id in self._by_id
 
     def _index(self, item_id: str) -> int | None:
-        for i, e in enumerate(self._entries):
-            if e.item.id == item_id:
+        entry = self._by_id.get(item_id)
+        if entry is None:
+            return None
+        entries = self._entries
+        if entries and entries[-1] is entry:
+            return len(entries) - 1  # the common case: the newest item
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i] is entry:
                 return i
         return None
 
     def get(self, item_id: str) -> Item | None:
-        i = self._index(item_id)
-        return None if i is None else self._entries[i].item
+        entry = self._by_id.get(item_id)
+        return None if entry is None else entry.item
 
     def is_remote(self, item_id: str) -> bool:
-        i = self._index(item_id)
-        return i is not None and self._entries[i].remote
+        entry = self._by_id.get(item_id)
+        return entry is not None and entry.remote
 
     def remote_ids(self) -> set[str]:
         return {e.item.id for e in self._entries if e.remote}
@@ -74,6 +84,7 @@ class Mirror:
             self.replace(item)
             return
         entry = _Entry(item, remote)
+        self._by_id[item.id] = entry
         if after is None:
             if first:
                 self._entries.insert(0, entry)
@@ -81,22 +92,27 @@ class Mirror:
                 self._entries.append(entry)
             return
         i = self._index(after)
-        if i is None:
+        if i is None or i == len(self._entries) - 1:
             self._entries.append(entry)
             return
         self._entries.insert(i + 1, entry)
 
     def replace(self, item: Item) -> None:
-        i = self._index(item.id)
-        if i is not None:
-            self._entries[i].item = item
+        entry = self._by_id.get(item.id)
+        if entry is not None:
+            entry.item = item
 
     def remove(self, item_id: str) -> Item | None:
         i = self._index(item_id)
-        return None if i is None else self._entries.pop(i).item
+        if i is None:
+            return None
+        entry = self._entries.pop(i)
+        del self._by_id[item_id]
+        return entry.item
 
     def clear(self) -> None:
         self._entries.clear()
+        self._by_id.clear()
 
 
 @dataclass(eq=False)

@@ -142,6 +142,14 @@ class RealtimeOptions:
     #: Last-resort bound on any acknowledged request; errors normally fail requests at once.
     request_timeout: float = 30.0
     connect_timeout: float = 10.0
+    #: The first dial of a session is one attempt bounded by this: a wrong URL fails fast.
+    first_connect_timeout: float = 5.0
+    #: WebSocket ping interval; a pong later than half of it drops the socket. None: off.
+    heartbeat_s: float | None = 15.0
+    #: Reply watchdog: a response with no output this long after response.created, or
+    #: no event this long after its last one, is failed and the connection rebuilt.
+    reply_start_timeout: float | None = 20.0
+    reply_idle_timeout: float | None = 30.0
 
     def validate(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -186,8 +194,13 @@ class RealtimeOptions:
             raise ConfigurationError("tool_choice must be auto, none, required or a tool name")
         if self.max_session_duration is not None and self.max_session_duration <= 0:
             raise ConfigurationError("max_session_duration must be positive or None")
-        if self.request_timeout <= 0 or self.connect_timeout <= 0:
+        timeouts = (self.request_timeout, self.connect_timeout, self.first_connect_timeout)
+        if min(timeouts) <= 0:
             raise ConfigurationError("timeouts must be positive")
+        for name in ("heartbeat_s", "reply_start_timeout", "reply_idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be positive or None")
         if self.reconnect.max_attempts < 0 or self.reconnect.initial_delay < 0:
             raise ConfigurationError("reconnect policy values must not be negative")
 
@@ -257,12 +270,14 @@ def azure_endpoint(
     api_key: str | None,
     entra_token: str | None,
     env: Mapping[str, str] | None = None,
+    base_url: str | None = None,
 ) -> tuple[Endpoint, DialectName]:
     """Azure OpenAI: the GA ``/openai/v1`` path, or the legacy preview path when an
-    ``api_version`` other than "v1" is given (which speaks the beta dialect)."""
+    ``api_version`` other than "v1" is given (which speaks the beta dialect).
+    ``base_url`` is a full GA base (``.../openai/v1``) used as given."""
     env = os.environ if env is None else env
-    endpoint = endpoint or env.get("AZURE_OPENAI_ENDPOINT")
-    if not endpoint:
+    endpoint = endpoint or (None if base_url else env.get("AZURE_OPENAI_ENDPOINT"))
+    if not endpoint and not base_url:
         raise ConfigurationError(
             "no Azure endpoint: pass azure_endpoint= or set AZURE_OPENAI_ENDPOINT"
         )
@@ -283,15 +298,20 @@ def azure_endpoint(
             "or AZURE_OPENAI_AD_TOKEN"
         )
     version = api_version or env.get("OPENAI_API_VERSION")
+    if base_url and version not in (None, "", "v1", "latest"):
+        raise ConfigurationError("base_url selects the GA path; drop api_version (or use v1)")
     secret = (
         {"api-key": Secret(api_key)}
         if api_key
         else {"Authorization": Secret(f"Bearer {entra_token}")}
     )
-    base = endpoint.rstrip("/")
-    if version in (None, "", "v1", "latest"):
-        url = _ws_url(base + "/openai/v1", "/realtime", {"model": deployment})
+    base = (endpoint or "").rstrip("/")
+    if base_url:
+        url = _ws_url(base_url, "/realtime", {"model": deployment})
         dialect: DialectName = "ga"
+    elif version in (None, "", "v1", "latest"):
+        url = _ws_url(base + "/openai/v1", "/realtime", {"model": deployment})
+        dialect = "ga"
     else:
         assert version is not None
         url = _ws_url(

@@ -9,6 +9,7 @@ without one is known to be server-initiated (server VAD).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ class OpenAIResponseHandle(ResponseHandle):
     #: Cancel as soon as the server creates it (it was cancelled before being created).
     cancel_on_create: bool = False
     retries: int = 0
+    #: When its response.create left (the watchdog's clock for "no reply created").
+    sent_at: float | None = None
 
 
 @dataclass
@@ -64,10 +67,20 @@ class ActiveResponse:
     #: Server VAD heard the caller and will cancel it itself (interrupt_response).
     server_cancelling: bool = False
     items: list[str] = field(default_factory=list)
+    #: For the reply watchdog: when it was created, when anything last arrived for it,
+    #: and whether a first delta (audio, text, transcript, arguments) arrived at all.
+    created_at: float = field(default_factory=time.monotonic)
+    last_event_at: float = field(default_factory=time.monotonic)
+    output_seen: bool = False
 
     @property
     def stopping(self) -> bool:
         return self.cancel_sent or self.server_cancelling
+
+    def touch(self, *, delta: bool = True) -> None:
+        self.last_event_at = time.monotonic()
+        if delta:
+            self.output_seen = True
 
 
 class Responses:

@@ -5,7 +5,11 @@ ones with a server acknowledgement are futures settled by that ack or failed at
 once by an ``error`` naming the event. A supervisor task reads the socket,
 reconnects with backoff when it drops, rolls the connection over before the
 service's session limit, and replays the session config and the whole
-conversation on the new socket.
+conversation on the new socket. Liveness: aiohttp's heartbeat pings the server and
+a per-reply watchdog fails a reply that stalls (and rebuilds the connection, the
+only way to be sure the server holds no half-finished response). Every long-lived
+task is supervised: an unexpected exception becomes a fatal `BackendError` and a
+closed session, never a session that looks alive and does nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from duplex.agents.backend import (
     BackendEvent,
     BackendSession,
     Reconnected,
+    Reconnecting,
     ToolChoice,
 )
 from duplex.agents.conversation import Conversation, Item, Message
@@ -61,8 +66,10 @@ class OpenAIRealtimeSession(BackendSession):
         endpoint: Endpoint,
         instructions: str,
         tools: Sequence[FunctionTool],
+        http: aiohttp.ClientSession | None = None,
     ) -> None:
         self._opts = opts
+        self._http = http
         self._endpoint = endpoint
         self._dialect = dialect_for(opts.dialect)
         self._instructions = instructions
@@ -84,6 +91,9 @@ class OpenAIRealtimeSession(BackendSession):
         self.rollovers = 0
         #: Set while a planned reconnect waits for a quiet moment (no reply, no turn in flight).
         self.rollover_pending = asyncio.Event()
+        self._roll_now = asyncio.Event()
+        #: Replies and requests the watchdog already gave up on.
+        self._timed_out: set[str] = set()
 
     # --- introspection --------------------------------------------------------------------
     @property
@@ -102,16 +112,25 @@ class OpenAIRealtimeSession(BackendSession):
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, conversation: Conversation) -> None:
-        self._conn, _ = await self._dial(immediate=True)
-        self._spawn(self._supervise())
+        # One bounded attempt: a wrong URL or key fails now, not after the whole backoff.
+        self._conn, _ = await dial(
+            self._endpoint,
+            self._opts.reconnect,
+            timeout=min(self._opts.connect_timeout, self._opts.first_connect_timeout),
+            immediate=True,
+            first=True,
+            http=self._http,
+            heartbeat=self._opts.heartbeat_s,
+        )
+        self._spawn(self._supervise(), critical=True)
         try:
             await self._restore(conversation.items, attempt=None)
         except BaseException:
             await self.aclose()
             raise
-        self._spawn(self._send_responses())
-        if self._opts.max_session_duration is not None:
-            self._spawn(self._rollover())
+        self._spawn(self._send_responses(), critical=True)
+        self._spawn(self._watchdog(), critical=True)
+        self._spawn(self._rollover(), critical=True)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -136,11 +155,34 @@ class OpenAIRealtimeSession(BackendSession):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._st.end()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Any], *, critical: bool = False
+    ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if critical:
+            task.add_done_callback(self._supervised)
         return task
+
+    def _supervised(self, task: asyncio.Task[Any]) -> None:
+        """A task the session cannot live without ended by an exception: say so and close."""
+        if task.cancelled() or task.exception() is None or self._closing:
+            return
+        exc = task.exception()
+        name = task.get_coro().__qualname__ if task.get_coro() else "task"  # type: ignore[union-attr]
+        log.error("realtime: %s failed: %s", name, type(exc).__name__)
+        self._st.emit(
+            BackendError(
+                "internal_error",
+                f"realtime backend task {name} failed ({type(exc).__name__}); session closed",
+                recoverable=False,
+            )
+        )
+        self._closing = True
+        self._ready.clear()
+        self._st.changed()
+        self._st.end()
 
     def _check_open(self) -> None:
         if self._closing:
@@ -362,6 +404,7 @@ class OpenAIRealtimeSession(BackendSession):
                 request_id=handle.request_id,
             )
             st.responses.sent.append(handle)
+            handle.sent_at = time.monotonic()
             sent = await self._send(
                 {"type": "response.create", "event_id": handle.request_id, "response": payload}
             )
@@ -388,35 +431,50 @@ class OpenAIRealtimeSession(BackendSession):
             timeout=self._opts.connect_timeout,
             immediate=immediate,
             stop=lambda: self._closing,
+            http=self._http,
+            heartbeat=self._opts.heartbeat_s,
         )
 
-    async def _read(self, conn: Connection) -> None:
+    async def _read(self, conn: Connection) -> str:
+        """Dispatch until the socket ends; returns why it ended."""
         try:
             async for rec in conn.receive():
                 if rec.type == MALFORMED:
                     self._st.log_once(
-                        "malformed-frame", "realtime: skipping a malformed frame: %r", rec.raw
+                        "malformed-frame", "realtime: skipping a malformed frame: %.200r", rec.raw
                     )
+                    self._dispatch.malformed("a frame that is not a JSON event object")
                     continue
                 self._dispatch.dispatch(rec.type, rec.event)
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
+        except (aiohttp.ClientError, ConnectionError, RuntimeError, asyncio.TimeoutError) as e:
             log.info("realtime: socket error: %s", type(e).__name__)
+            return f"socket error: {type(e).__name__}"
+        return f"socket closed ({conn.close_code})"
 
     async def _supervise(self) -> None:
         st = self._st
         while True:
             conn = self._conn
             assert conn is not None
-            await self._read(conn)
+            reason = await self._read(conn)
             if self._closing:
                 return
+            dropped_at = time.monotonic()
             planned, self._rollover_due = self._rollover_due, False
             self._ready.clear()
             self._conn = None
             with contextlib.suppress(Exception):
                 await conn.close()
-            if not planned:
+            # A committed turn the server had not answered yet, or (planned) a reply that
+            # raced the close, is asked for again on the new connection.
+            reask = st.reply_due_at is not None or (planned and bool(st.responses.active))
+            st.reply_due_at = None
+            if planned:
+                self._dispatch.out.abort(_lost())  # a reply created during the switch
+            else:
+                log.warning("realtime: connection lost (%s); reconnecting", reason)
                 self._dispatch.abort(_lost())
+            st.emit(Reconnecting(planned, "rollover" if planned else reason))
             st.changed()
             if st.fatal is not None:
                 log.error("realtime: not reconnecting after fatal error %s", st.fatal[0])
@@ -428,12 +486,26 @@ class OpenAIRealtimeSession(BackendSession):
                 break
             self._conn = new
             self._connected_at = time.monotonic()
-            self._spawn(self._restore(st.mirror.items, attempt=0 if planned else attempt))
+            self._spawn(
+                self._restore(
+                    st.mirror.items,
+                    attempt=0 if planned else attempt,
+                    dropped_at=dropped_at,
+                    reask=reask,
+                )
+            )
         self._closing = True
         self._st.changed()
         self._st.end()
 
-    async def _restore(self, items: Sequence[Item], *, attempt: int | None) -> None:
+    async def _restore(
+        self,
+        items: Sequence[Item],
+        *,
+        attempt: int | None,
+        dropped_at: float | None = None,
+        reask: bool = False,
+    ) -> None:
         """Configure a fresh socket and replay ``items`` on it; ``attempt`` None = first connect."""
         conn = self._conn
         assert conn is not None
@@ -457,7 +529,12 @@ class OpenAIRealtimeSession(BackendSession):
                 with contextlib.suppress(Exception):
                     await conn.close()
             return
-        await self._uplink.flush(conn)
+        try:
+            await self._uplink.flush(conn)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            return  # dropped again while catching up: the supervisor takes over
+        if reask:
+            self._st.responses.queued.appendleft(OpenAIResponseHandle())
         self._ready.set()
         self._st.changed()
         if attempt == 0:
@@ -465,27 +542,88 @@ class OpenAIRealtimeSession(BackendSession):
         elif attempt is not None:
             self.reconnects += 1
         if attempt is not None:
-            self._st.emit(Reconnected(attempt, planned=attempt == 0))
+            downtime = 0.0 if dropped_at is None else (time.monotonic() - dropped_at) * 1000
+            self._st.emit(Reconnected(attempt, planned=attempt == 0, downtime_ms=downtime))
+
+    # --- reply watchdog -------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """Fails a reply that stalls: no output ``reply_start_timeout`` after it was asked
+        for or created, or nothing ``reply_idle_timeout`` after its last event."""
+        opts, st = self._opts, self._st
+        start_to, idle_to = opts.reply_start_timeout, opts.reply_idle_timeout
+        if start_to is None and idle_to is None:
+            return
+        while not self._closing:
+            now = time.monotonic()
+            deadline: float | None = None
+            expired: str | None = None
+            for r in st.responses.active.values():
+                if r.id in self._timed_out:
+                    continue
+                limit = start_to if not r.output_seen else idle_to
+                if limit is None:
+                    continue
+                due = (r.created_at if not r.output_seen else r.last_event_at) + limit
+                if due <= now:
+                    expired = f"reply {r.id} sent nothing for {limit:.1f} s"
+                    self._timed_out.add(r.id)
+                    break
+                deadline = due if deadline is None else min(deadline, due)
+            if expired is None and start_to is not None:
+                for h in st.responses.sent:
+                    if h.sent_at is None or h.request_id in self._timed_out:
+                        continue
+                    due = h.sent_at + start_to
+                    if due <= now:
+                        expired = f"no reply created {start_to:.1f} s after it was requested"
+                        self._timed_out.add(h.request_id)
+                        break
+                    deadline = due if deadline is None else min(deadline, due)
+            if expired is not None:
+                await self._stalled(expired)
+                continue
+            await st.wait_changed(None if deadline is None else deadline - now)
+
+    async def _stalled(self, what: str) -> None:
+        """A stalled reply: report it and rebuild the connection (which fails the reply)."""
+        log.warning("realtime: %s; reconnecting", what)
+        self._st.emit(BackendError("response_timeout", f"realtime: {what}", recoverable=True))
+        conn = self._conn
+        if conn is not None and self._ready.is_set():
+            self._ready.clear()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def request_rollover(self) -> None:
+        """Roll over to a fresh connection at the next quiet moment (as the session limit
+        does): nothing in flight is lost. For credential rotation, tests and drills."""
+        self._roll_now.set()
+        self._st.changed()
 
     async def _rollover(self) -> None:
-        """Planned reconnect before the service's session limit, at a quiet moment."""
+        """Planned reconnect before the service's session limit (or when requested), at a
+        quiet moment: no caller turn unanswered, no reply active or asked for, no tool
+        output outstanding."""
         limit = self._opts.max_session_duration
-        assert limit is not None
         st = self._st
         while not self._closing:
             started = self._connected_at
-            await asyncio.sleep(max(0.0, started + limit - time.monotonic()))
-            if self._connected_at != started:
+            wait = None if limit is None else max(0.0, started + limit - time.monotonic())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._roll_now.wait(), wait)
+            if self._connected_at != started and not self._roll_now.is_set():
                 continue  # reconnected meanwhile: a fresh session, a fresh limit
             self.rollover_pending.set()
             await st.wait_until(lambda: self._closing or (st.quiet and self._ready.is_set()))
             self.rollover_pending.clear()
+            self._roll_now.clear()
             if self._closing:
                 return
             conn = self._conn
             if conn is None:
                 continue
-            log.info("realtime: rolling the session over after %.0f s", limit)
+            log.info("realtime: rolling the session over")
+            started = self._connected_at
             self._rollover_due = True
             self._ready.clear()
             await conn.close()

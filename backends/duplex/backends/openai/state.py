@@ -8,6 +8,7 @@ about one job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -31,6 +32,11 @@ _END = object()
 TRANSCRIPT_WAIT_S = 10.0
 #: Caller turns remembered while their transcripts are pending.
 MAX_USER_TURNS = 32
+#: How long a rollover waits for a committed turn's server reply or a tool's output.
+REPLY_WAIT_S = 10.0
+TOOL_WAIT_S = 60.0
+#: Distinct warning keys logged one by one; past this, one line per 1,000 suppressed.
+MAX_LOG_KEYS = 64
 
 
 @dataclass
@@ -75,6 +81,13 @@ class SessionState:
         self.unseen: Counter[str] = Counter()
         self._changed = asyncio.Event()
         self._logged: set[str] = set()
+        self._suppressed = 0
+        #: A committed caller turn the server will answer by itself (server VAD), since when.
+        self.reply_due_at: float | None = None
+        #: Function calls handed to the session whose follow-up reply has not started yet
+        #: (``outputs_sent``: those whose output the server already holds).
+        self.open_calls: dict[str, float] = {}
+        self.outputs_sent: set[str] = set()
 
     # events ------------------------------------------------------------------------------
     def emit(self, event: BackendEvent) -> None:
@@ -145,21 +158,42 @@ class SessionState:
         while not predicate():
             await self._changed.wait()
 
+    async def wait_changed(self, timeout: float | None) -> None:
+        """Until the next change, or ``timeout`` seconds (None: no limit)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    @property
+    def server_replies(self) -> bool:
+        td = self.opts.turn_detection
+        return td is not None and getattr(td, "create_response", True) is not False
+
     @property
     def quiet(self) -> bool:
-        """Nothing would be lost by reconnecting now (rollover)."""
+        """Nothing would be lost by reconnecting now (rollover): no caller turn committed
+        and not yet answered, no reply active or requested, no tool output outstanding."""
+        now = time.monotonic()
         return not (
             self.responses.busy
             or self.responses.queued
             or len(self.ops)
             or self.user_speaking
+            or (self.reply_due_at is not None and now - self.reply_due_at < REPLY_WAIT_S)
+            or any(now - t < TOOL_WAIT_S for t in self.open_calls.values())
             or any(t.waiting for t in self.user_turns.values())
         )
 
     def log_once(self, key: str, msg: str, *args: Any, level: int = logging.WARNING) -> None:
-        if key not in self._logged:
+        """Log the first occurrence per key; a flood of new keys becomes one line per 1,000."""
+        if key in self._logged:
+            return
+        if len(self._logged) < MAX_LOG_KEYS:
             self._logged.add(key)
             log.log(level, msg, *args)
+            return
+        self._suppressed += 1
+        if self._suppressed % 1000 == 1:
+            log.log(level, "realtime: %d more distinct anomalies not logged", self._suppressed)
 
 
 def _decrement(counter: Counter[str], key: str) -> None:

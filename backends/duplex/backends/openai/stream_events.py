@@ -7,6 +7,7 @@ items added, deltas, items done, done (or aborted by a dropped socket).
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,7 @@ from duplex.agents.backend import (
 )
 from duplex.agents.conversation import AudioPart, ContentPart, FunctionCall, Message, TextPart
 
+from .items import server_item_id
 from .metrics import ResponseMetrics, usage_from_wire
 from .responses import ActiveResponse, ItemStream
 from .state import SessionState
@@ -56,6 +58,10 @@ class ResponseEvents:
         metrics = ResponseMetrics(rid, handle.request_id if handle else None)
         active = ActiveResponse(rid, handle, metrics)
         st.responses.active[rid] = active
+        st.reply_due_at = None  # the committed turn (if any) is being answered
+        for call_id in st.outputs_sent:  # ... and so are the tool outputs it follows
+            st.open_calls.pop(call_id, None)
+        st.outputs_sent.clear()
         st.metrics.append(metrics)
         if handle is not None:
             handle.metrics = metrics
@@ -72,7 +78,7 @@ class ResponseEvents:
         st = self.st
         wire = ev["item"]
         rid = str(ev.get("response_id") or "")
-        item_id = str(wire["id"])
+        item_id = server_item_id(wire.get("id"))
         kind = wire.get("type")
         stream = ItemStream(item_id, rid, kind if kind in ("message", "function_call") else "other")
         stream.sample_rate = st.opts.output_rate
@@ -82,6 +88,7 @@ class ResponseEvents:
         active = st.responses.active.get(rid)
         if active is not None:
             active.items.append(item_id)
+            active.touch(delta=False)
         if item_id in st.mirror:
             return
         if kind == "message":
@@ -109,7 +116,10 @@ class ResponseEvents:
         stream = self._stream(ev)
         if stream is None:
             return None
-        return stream, self.st.responses.active.get(stream.response_id)
+        active = self.st.responses.active.get(stream.response_id)
+        if active is not None:
+            active.touch()
+        return stream, active
 
     def _audio_delta(self, ev: dict[str, Any]) -> None:
         found = self._live(ev)
@@ -170,9 +180,12 @@ class ResponseEvents:
                 stream.parts.append("text")
 
     def _args_delta(self, ev: dict[str, Any]) -> None:
-        stream = self._stream(ev)
-        if stream is not None:
-            stream.arguments += str(ev.get("delta") or "")
+        found = self._live(ev)
+        delta = ev.get("delta")
+        if not isinstance(delta, str):
+            raise TypeError("function call arguments delta is not a string")
+        if found is not None:
+            found[0].arguments += delta
 
     def _args_done(self, ev: dict[str, Any]) -> None:
         stream = self._stream(ev)
@@ -187,6 +200,9 @@ class ResponseEvents:
         if stream.requested:
             return
         stream.requested = stream.done = True
+        self.st.open_calls[stream.call_id] = time.monotonic()
+        while len(self.st.open_calls) > 256:
+            del self.st.open_calls[next(iter(self.st.open_calls))]
         item = FunctionCall(
             stream.call_id, stream.name, stream.arguments or "{}", id=stream.item_id
         )
@@ -233,16 +249,25 @@ class ResponseEvents:
         st = self.st
         resp = ev["response"]
         rid = str(resp["id"])
+        # Everything past the id is read defensively: a done that is not applied would
+        # leave the response active and block every later one.
         active = st.responses.active.pop(rid, None)
         st.responses.ended.append(rid)
-        status = str(resp.get("status") or "completed")
+        status = resp.get("status")
         if status not in ("completed", "cancelled", "failed", "incomplete"):
-            status = "failed"
-        details = resp.get("status_details") or {}
-        reason = details.get("reason")
-        err = details.get("error") or {}
-        error = (err.get("code") or err.get("type")) if isinstance(err, dict) and err else None
-        usage = usage_from_wire(resp.get("usage"))
+            status = "failed" if status is not None else "completed"
+        details = resp.get("status_details")
+        details = details if isinstance(details, dict) else {}
+        reason = details.get("reason") if isinstance(details.get("reason"), str) else None
+        err = details.get("error")
+        error = None
+        if isinstance(err, dict) and err:
+            code = err.get("code") or err.get("type")
+            error = code[:64] if isinstance(code, str) else "error"
+        try:
+            usage = usage_from_wire(resp.get("usage"))
+        except Exception:
+            usage = None
         # Items the server ended without output_item.done (cancellation) are final now.
         for item_id in list(active.items if active else ()):
             stream = st.responses.streams.get(item_id)
@@ -250,7 +275,7 @@ class ResponseEvents:
                 self.finish_message(stream)
             elif stream is not None:
                 st.responses.streams.pop(item_id, None)
-        done = ResponseDone(rid, status, usage, reason, error)  # type: ignore[arg-type]
+        done = ResponseDone(rid, status, usage, reason, error)
         if active is not None:
             active.metrics.finish(status, usage, reason, error)
             if active.handle is not None:

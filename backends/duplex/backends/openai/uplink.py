@@ -2,12 +2,15 @@
 
 No batching (each append leaves as soon as its audio arrives) and no silence
 substituted for real audio. While the socket is being rebuilt, audio is held
-(up to `HOLD_MS`) and sent first thing once it is back.
+(up to `HOLD_MS`, oldest dropped first) and sent first thing once it is back,
+paced at `FLUSH_SPEED` times real time so the server is not flooded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from collections import deque
 from typing import Any
 
@@ -25,6 +28,8 @@ from .state import SessionState
 CHUNK_MS = 20
 #: Caller audio kept while the socket is being rebuilt.
 HOLD_MS = 10_000
+#: Held audio is sent at up to this multiple of real time (10 s of it takes 2.5 s).
+FLUSH_SPEED = 4.0
 
 
 class AudioUplink:
@@ -34,6 +39,9 @@ class AudioUplink:
         self._resampler: Resampler | None = None
         self._held: deque[tuple[dict[str, Any], float]] = deque()
         self._held_ms = 0.0
+        self._flushing = asyncio.Lock()
+        #: Audio dropped because an outage outlasted `HOLD_MS` (ms, for tests and logs).
+        self.dropped_ms = 0.0
 
     def _wire(self, frame: AudioFrame) -> AudioFrame | None:
         rate = self._opts.input_rate
@@ -76,13 +84,29 @@ class AudioUplink:
         self._held.append((event, ms))
         self._held_ms += ms
         while self._held_ms > HOLD_MS and self._held:
-            self._held_ms -= self._held.popleft()[1]
+            dropped = self._held.popleft()[1]
+            self._held_ms -= dropped
+            self.dropped_ms += dropped
+
+    @property
+    def held_ms(self) -> float:
+        return self._held_ms
 
     async def flush(self, conn: Connection) -> None:
-        while self._held:
-            event, ms = self._held.popleft()
-            self._held_ms -= ms
-            await conn.send(event)
+        """Send what was held, paced; an append leaves the hold only once it was sent."""
+        async with self._flushing:
+            started = time.monotonic()
+            sent_ms = 0.0
+            while self._held:
+                event, ms = self._held[0]
+                await conn.send(event)
+                if self._held and self._held[0][0] is event:
+                    self._held.popleft()
+                    self._held_ms -= ms
+                sent_ms += ms
+                ahead = sent_ms / 1000.0 / FLUSH_SPEED - (time.monotonic() - started)
+                if ahead > 0.05:
+                    await asyncio.sleep(ahead)
 
     def clear(self) -> None:
         self._held.clear()

@@ -31,6 +31,8 @@ class VLLMRealtime(CascadeBackend):
     ``tts`` may be any `TTS`; without one and without a TTS URL the local Piper voice speaks.
     ``llm_extra_body`` is merged into each chat request, e.g.
     ``{"chat_template_kwargs": {"enable_thinking": False}}`` for Qwen3.
+    The ``stt_*`` settings go to `VLLMRealtimeSTT` (``stt_reconnect_window_s``: the
+    longest vLLM restart a caller's turn survives).
     """
 
     def __init__(
@@ -53,6 +55,11 @@ class VLLMRealtime(CascadeBackend):
         llm_extra_body: dict[str, Any] | None = None,
         sentence_min_chars: int = 4,
         preemptive_generation: bool = False,
+        stt_reconnect_window_s: float = 30.0,
+        stt_final_timeout: float = 30.0,
+        stt_max_utterance_s: float = 60.0,
+        stt_heartbeat_s: float | None = 20.0,
+        stt_session_extra: dict[str, Any] | None = None,
     ) -> None:
         env = os.environ.get
         base = base_url or env("DUPLEX_VLLM_URL") or "http://localhost:8000"
@@ -66,6 +73,11 @@ class VLLMRealtime(CascadeBackend):
             stt_url or base,
             stt_model or env("DUPLEX_STT_MODEL") or DEFAULT_STT_MODEL,
             api_key=api_key,
+            reconnect_window_s=stt_reconnect_window_s,
+            final_timeout=stt_final_timeout,
+            max_utterance_s=stt_max_utterance_s,
+            heartbeat_s=stt_heartbeat_s,
+            session_extra=stt_session_extra,
         )
         llm = ChatCompletionsLLM(
             llm_url or base,

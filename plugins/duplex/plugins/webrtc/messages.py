@@ -18,6 +18,8 @@ from duplex.agents.events import (
     AgentTranscribed,
     ConversationItemAdded,
     MetricsCollected,
+    Reconnected,
+    Reconnecting,
     SessionClosed,
     SessionError,
     ToolExecuted,
@@ -89,6 +91,10 @@ def event_to_message(event: object) -> dict[str, Any] | None:
             return {"type": "error", "code": code, "message": message, "recoverable": recoverable}
         case SessionClosed(reason=reason):
             return {"type": "closed", "reason": reason}
+        case Reconnecting(planned=planned):
+            return {"type": "reconnecting", "planned": planned}
+        case Reconnected(planned=planned, downtime_ms=downtime_ms):
+            return {"type": "reconnected", "planned": planned, "downtime_ms": _ms(downtime_ms)}
     return None
 
 
