@@ -259,3 +259,24 @@ async def test_reply_lifecycle_states_follow_the_audio() -> None:
     assert states == ["thinking", "speaking", "listening"]
     assert tone(10, 48000).sample_rate == 48000
     await session.aclose()
+
+
+def test_emitter_matches_handlers_and_waiters_by_one_rule() -> None:
+    from duplex.agents.emitter import Emitter
+
+    class Base:
+        pass
+
+    class Derived(Base):
+        pass
+
+    async def run() -> None:
+        em = Emitter()
+        seen: list[object] = []
+        em.on(Base, seen.append)
+        waiter = em.next_event(Base)
+        ev = Derived()
+        em.emit(ev)
+        assert seen == [ev] and waiter.result() is ev
+
+    asyncio.run(run())
