@@ -86,6 +86,7 @@ class Call:
         self.session = AgentSession(
             agent=ConformanceAgent(self.gates), backend=self.rig.backend, **self._options
         )
+        self.rig.attach(self.session)
         self.session.on(AgentInterrupted, self.interruptions.append)
         await self.session.start(self.transport)
 

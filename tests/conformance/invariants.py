@@ -31,7 +31,8 @@ def check_call(call: Call) -> list[str]:
     rig = call.rig
     problems: list[str] = []
     local = local_items(call.session.conversation.items)
-    server = rig.conversation()
+    view = rig.conversation()
+    server = view if view is not None else []
     problems += rig.check_server()
 
     # 4. duplicates
@@ -42,7 +43,7 @@ def check_call(call: Call) -> list[str]:
             problems.append(f"{side} conversation holds duplicate items {sorted(dupes)}")
 
     # 1. same conversation
-    if [(i.id, i.kind) for i in local] != [(i.id, i.kind) for i in server]:
+    if view is not None and [(i.id, i.kind) for i in local] != [(i.id, i.kind) for i in server]:
         problems.append(
             f"conversations differ:\n    local  [{_fmt(local)}]\n    server [{_fmt(server)}]"
         )
@@ -75,6 +76,11 @@ def check_call(call: Call) -> list[str]:
             problems.append(f"assistant item {it.id} has no reply audio the server generated")
             continue
         tag = found
+        if it.truncated and tag not in call.cut:
+            problems.append(
+                f"item {it.id} (reply {tag}) is marked truncated locally though it was not "
+                "playing at a barge-in"
+            )
         spec = call.specs.get(tag)
         h = heard.get(tag)
         heard_ms = h.ms() if h else 0.0

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from duplex.agents import AgentSession
 from duplex.agents.audio import AudioFrame
 from duplex.agents.backend import Backend
 from duplex.agents.conversation import FunctionCall, FunctionCallOutput, Item, Message
@@ -45,7 +46,8 @@ class SItem:
     audio_ms: float | None = None
     call_id: str = ""
     name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: The item carries a truncation mark (known on the client side only).
+    truncated: bool = field(default=False, compare=False)
 
 
 def local_items(items: tuple[Item, ...] | list[Item]) -> list[SItem]:
@@ -56,7 +58,15 @@ def local_items(items: tuple[Item, ...] | list[Item]) -> list[SItem]:
             kind = it.role if it.role in ("assistant", "user") else "system"
             kept = it.truncated_ms if it.truncated_ms is not None else it.audio_ms
             has_audio = bool(it.audio_ms or it.truncated_ms)
-            out.append(SItem(it.id, kind, it.text, kept if has_audio else None))
+            out.append(
+                SItem(
+                    it.id,
+                    kind,
+                    it.text,
+                    kept if has_audio else None,
+                    truncated=it.truncated_ms is not None,
+                )
+            )
         elif isinstance(it, FunctionCall):
             out.append(SItem(it.id, "call", it.arguments, call_id=it.call_id, name=it.name))
         elif isinstance(it, FunctionCallOutput):
@@ -86,6 +96,9 @@ class Rig(ABC):
     def session_options(self) -> dict[str, Any]:
         return {}
 
+    def attach(self, session: AgentSession) -> None:  # noqa: B027 - optional
+        """The session is made (rigs that snapshot the client's state keep it)."""
+
     @abstractmethod
     def plan(self, spec: ReplySpec) -> None:
         """Queue the next reply the server will give."""
@@ -103,8 +116,9 @@ class Rig(ABC):
         """No reply is being generated on the server."""
 
     @abstractmethod
-    def conversation(self) -> list[SItem]:
-        """The server's conversation now."""
+    def conversation(self) -> list[SItem] | None:
+        """The server's conversation now (None: no item ids on the wire; the rig's
+        `check_server` compares the conversation its own way)."""
 
     @abstractmethod
     def item_tags(self) -> dict[str, int]:

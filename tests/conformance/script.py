@@ -14,7 +14,7 @@ from duplex.agents.events import AgentInterrupted
 from .call import Call
 from .rig import ReplySpec, Rig
 
-BACKENDS = ("scripted", "openai")
+BACKENDS = ("scripted", "openai", "vllm")
 
 #: The reply lifecycle rework (issue 10) is not in this core yet: the whole-call bugs it
 #: fixes make these tests fail here. Once it lands they must pass (strict xfail flips).

@@ -29,8 +29,10 @@ async def test_two_replies_then_barge_in_cuts_only_the_second(backend: str) -> N
             assert truncated.get(item_b) == round(played[b].ms())
         local = {i.id: i for i in local_items(call.session.conversation.items)}
         assert local[item_a].text == call.specs[a].text
-        server = {i.id: i for i in call.rig.conversation()}
-        assert server[item_a].text == call.specs[a].text
+        view = call.rig.conversation()
+        if view is not None:
+            server = {i.id: i for i in view}
+            assert server[item_a].text == call.specs[a].text
         await call.settle_and_check()
 
 
