@@ -17,6 +17,7 @@ from typing import Any
 
 from ..audio import AudioFrame, FrameChunker
 from ..backend import (
+    UNCHANGED,
     AudioDelta,
     Backend,
     BackendError,
@@ -95,6 +96,8 @@ class ScriptedSession(BackendSession):
         self.handles: list[ResponseHandle] = []
         self.instructions = ""
         self.tools: list[FunctionTool] = []
+        #: Options changed live through `update_options`.
+        self.options: dict[str, Any] = {}
         self._events: asyncio.Queue[BackendEvent | object] = asyncio.Queue()
         self._active: tuple[str, asyncio.Task[None]] | None = None
         self._release = asyncio.Event()
@@ -181,6 +184,12 @@ class ScriptedSession(BackendSession):
     async def update_tools(self, tools: Sequence[FunctionTool]) -> None:
         self.tools = list(tools)
         await self._record("update_tools", names=[t.name for t in tools])
+
+    async def update_options(self, **changes: Any) -> None:
+        """Recorded, like every call; only the options actually given are kept."""
+        given = {k: v for k, v in changes.items() if v is not None and v is not UNCHANGED}
+        self.options.update(given)
+        await self._record("update_options", **given)
 
     async def sync(self, conversation: Conversation) -> None:
         ops = diff(self.mirror, conversation.items)
