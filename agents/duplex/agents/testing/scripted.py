@@ -106,6 +106,8 @@ class ScriptedSession(BackendSession):
         self._item_audio_ms: dict[str, float] = {}
         self._item_text: dict[str, str] = {}
         self._active_item: str | None = None
+        #: Item id -> ItemAdded/ItemUpdated events emitted but not yet consumed by the session.
+        self._undelivered: dict[str, int] = {}
 
     # recording --------------------------------------------------------------------------
     async def _record(self, method: str, **args: Any) -> None:
@@ -130,6 +132,8 @@ class ScriptedSession(BackendSession):
 
     def emit(self, event: BackendEvent) -> None:
         """Inject an event, e.g. server VAD's `SpeechStarted`."""
+        if isinstance(event, (ItemAdded, ItemUpdated)):
+            self._undelivered[event.item.id] = self._undelivered.get(event.item.id, 0) + 1
         self._events.put_nowait(event)
 
     def speech_started(self) -> None:
@@ -192,7 +196,15 @@ class ScriptedSession(BackendSession):
         await self._record("update_options", **given)
 
     async def sync(self, conversation: Conversation) -> None:
-        ops = diff(self.mirror, conversation.items)
+        # Like a real backend: an item whose server events the session has not consumed yet
+        # (a reply still streaming) is taken as the server holds it, never rewritten with the
+        # session's lagging copy.
+        held = {it.id: it for it in self.mirror}
+        local = [
+            held[it.id] if self._undelivered.get(it.id) and it.id in held else it
+            for it in conversation.items
+        ]
+        ops = diff(self.mirror, local)
         await self._record("sync", ops=ops)
         self.mirror = apply(self.mirror, ops)
         for op in ops:
@@ -263,6 +275,12 @@ class ScriptedSession(BackendSession):
     async def events(self) -> AsyncIterator[BackendEvent]:
         while True:
             ev = await self._events.get()
+            if isinstance(ev, (ItemAdded, ItemUpdated)):
+                left = self._undelivered.get(ev.item.id, 1) - 1
+                if left > 0:
+                    self._undelivered[ev.item.id] = left
+                else:
+                    self._undelivered.pop(ev.item.id, None)
             if ev is _CLOSE:
                 return
             yield ev  # type: ignore[misc]
