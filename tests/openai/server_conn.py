@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -255,8 +257,14 @@ class ServerConnection:
                     }
                 )
                 await self._commit(item_id)
-                if td.get("create_response", True) and self.active is None:
-                    self.start_response({}, None)
+                if td.get("create_response", True):
+                    if self.active is None:
+                        self.start_response({}, None)
+                    elif self.active.cancel_reason == "turn_detected":
+                        # Cut by this very turn: the real service has long finished the
+                        # cancel when speech stops (audio arrives in real time); answer once
+                        # it is done rather than leaving the turn unanswered.
+                        self._answer_after(self.active)
 
     async def _on_input_audio_buffer_commit(self, ev: dict[str, Any]) -> None:
         if self.buffer_ms < 100:
@@ -437,6 +445,16 @@ class ServerConnection:
             )
             return
         self.active.cancel("client_cancelled")
+
+    def _answer_after(self, resp: Any) -> None:
+        async def later() -> None:
+            if resp.task is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(resp.task)
+            if self.active is None:
+                self.start_response({}, None)
+
+        asyncio.get_running_loop().create_task(later())
 
     def start_response(self, params: dict[str, Any], event_id: str | None) -> None:
         resp = ServerResponse(self, self.server.next_reply(), params)
