@@ -142,7 +142,10 @@ class Call:
         end = loop.time() + timeout
         while not cond():
             if loop.time() > end:
-                raise AssertionError(f"[{self.rig.name}] timed out waiting for {what}")
+                raise AssertionError(
+                    f"[{self.rig.name}] timed out waiting for {what} in step "
+                    f"{len(self.steps)} of {self.steps}"
+                )
             await asyncio.sleep(0.002)
 
     def _quiet(self) -> bool:

@@ -28,7 +28,7 @@ def _fmt(items: list[SItem]) -> str:
 
 
 def _empty(item: SItem) -> bool:
-    return item.kind in ("user", "system") and not item.text.strip() and not item.audio_ms
+    return item.kind in ("user", "system") and not item.text.strip()
 
 
 def check_call(call: Call) -> list[str]:
