@@ -169,7 +169,8 @@ class Call:
                     f"[{self.rig.name}] call never went quiet: agent {self.session.agent_state}, "
                     f"user {self.session.user_state}, server idle {self.rig.idle()}"
                 )
-            if self.out.buffered_ms > 0:
+            paused = bool(getattr(getattr(self.out, "buffer", None), "paused", False))
+            if self.out.buffered_ms > 0 and not paused:
                 await self.out.play(self.out.frame_ms)
                 stable = 0
                 continue
