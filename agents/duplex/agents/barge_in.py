@@ -161,6 +161,7 @@ class BargeIn:
         if verdict == "false":
             playout.resume()
             for r in pending.replies:
+                r.note_heard(playout)
                 if not r.interrupted:
                     r.resume()
             item_id, played = self._cut_item(pending.replies)

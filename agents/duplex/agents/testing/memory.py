@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class PlayedFrame:
     #: Position on the output clock (ms since the call started) when the frame began playing.
     at_ms: float
     frame: AudioFrame
+    #: Monotonic time at which it was played (for latency checks against real clocks).
+    wall: float = 0.0
 
 
 class MemoryAudioInput(AudioInput):
@@ -74,6 +77,8 @@ class MemoryAudioOutput(BufferedAudioOutput):
         self.mode = mode
         self.played: list[PlayedFrame] = []
         self.clears: list[tuple[float, float]] = []  # (clock ms, ms dropped)
+        #: Monotonic time of each clear (when the caller's audio stopped).
+        self.cleared_at: list[float] = []
         #: (clock ms, "pause" | "resume") for every pause and resume of playback.
         self.pauses: list[tuple[float, str]] = []
         self.clock_ms = 0.0
@@ -94,6 +99,7 @@ class MemoryAudioOutput(BufferedAudioOutput):
     def clear(self) -> float:
         dropped = self.buffer.clear()
         self.clears.append((self.clock_ms, dropped))
+        self.cleared_at.append(time.monotonic())
         return dropped
 
     def pause(self) -> bool:
@@ -149,7 +155,7 @@ class MemoryAudioOutput(BufferedAudioOutput):
 
     # internals --------------------------------------------------------------------------
     def _record(self, frame: AudioFrame) -> float:
-        self.played.append(PlayedFrame(self.clock_ms, frame))
+        self.played.append(PlayedFrame(self.clock_ms, frame, time.monotonic()))
         self.clock_ms += frame.duration_ms
         return frame.duration_ms
 
