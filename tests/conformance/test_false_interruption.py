@@ -21,7 +21,7 @@ async def test_false_interruption_resumes_and_truncates_nothing(backend: str, ki
     async with open_call(backend, seed=5, resume_false_interruption=True) as call:
         await call.turn()
         ev = await call.false_interruption(kind, "mid")
-        tag = max(call.specs)
+        tag = call.last_false_tag
         assert ev.resumed is True
         assert ev.item_id == call.item_of(tag)
         assert heard(call.out.played)[0][tag].ms() == call.specs[tag].audio_ms
