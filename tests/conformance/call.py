@@ -76,6 +76,10 @@ class Call:
         self.problems: list[str] = []
         self.interruptions: list[AgentInterrupted] = []
         self.steps: list[str] = []
+        #: (step number, step, tag) of every reply the server made that no step planned.
+        self.unplanned: list[tuple[int, str, int]] = []
+        #: Tag of the reply the last false interruption was over.
+        self.last_false_tag = 0
         self._tags = 0
         self._utterances = 0
         self._noise_seed = seed * 1000
@@ -101,6 +105,12 @@ class Call:
         return self.transport.audio_output
 
     # --- scripting ------------------------------------------------------------------------
+    def unplanned_reply(self) -> ReplySpec:
+        """What the server says when a reply was asked for that the script did not plan."""
+        spec = self.new_reply()
+        self.unplanned.append((len(self.steps), self.steps[-1] if self.steps else "", spec.tag))
+        return spec
+
     def new_reply(self, audio_ms: int | None = None) -> ReplySpec:
         tag = signal.tag_for(self._tags)
         self._tags += 1
@@ -142,7 +152,10 @@ class Call:
         end = loop.time() + timeout
         while not cond():
             if loop.time() > end:
-                raise AssertionError(f"[{self.rig.name}] timed out waiting for {what}")
+                raise AssertionError(
+                    f"[{self.rig.name}] timed out waiting for {what} in step "
+                    f"{len(self.steps)} of {self.steps}"
+                )
             await asyncio.sleep(0.002)
 
     def _quiet(self) -> bool:
@@ -166,7 +179,8 @@ class Call:
                     f"[{self.rig.name}] call never went quiet: agent {self.session.agent_state}, "
                     f"user {self.session.user_state}, server idle {self.rig.idle()}"
                 )
-            if self.out.buffered_ms > 0:
+            paused = bool(getattr(getattr(self.out, "buffer", None), "paused", False))
+            if self.out.buffered_ms > 0 and not paused:
                 await self.out.play(self.out.frame_ms)
                 stable = 0
                 continue
@@ -230,6 +244,7 @@ class Call:
         """A sound with no words over a reply: with resume on, the reply goes on untouched."""
         self.steps.append(f"false_interruption:{kind}:{where}")
         spec = self.new_reply(audio_ms=600)
+        self.last_false_tag = spec.tag
         self.rig.plan(spec)
         n0 = self.rig.responses_started()
         self.say()

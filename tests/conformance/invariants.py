@@ -7,6 +7,7 @@
    An item the caller never heard is gone; no heard reply is lost.
 3. Only an item that was playing at a barge-in is truncated, to what was heard.
 4. No duplicate item; each tool output was created on the server exactly once.
+5. Each caller turn gets one reply (a reply no step planned is a finding).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _fmt(items: list[SItem]) -> str:
 
 
 def _empty(item: SItem) -> bool:
-    return item.kind in ("user", "system") and not item.text.strip() and not item.audio_ms
+    return item.kind in ("user", "system") and not item.text.strip()
 
 
 def check_call(call: Call) -> list[str]:
@@ -141,6 +142,13 @@ def check_call(call: Call) -> list[str]:
             )
         elif abs(ms - heard_ms) > TOLERANCE_MS:
             problems.append(f"truncated {item_id} to {ms} ms, the caller heard {heard_ms:.0f}")
+
+    # 5. one reply per caller turn: only a wordless turn without resume gets an answer
+    # nobody planned (it is a turn like any other then); anything else is a second reply
+    # to one turn, or an answer to a cough.
+    for n, step, tag in call.unplanned:
+        if call.resume or not step.startswith("false_interruption"):
+            problems.append(f"reply {tag} was made though no step asked for it (step {n}: {step})")
 
     # 4. tool outputs exactly once
     created = rig.output_creations()

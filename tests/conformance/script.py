@@ -42,7 +42,7 @@ def make_rig(name: str, make_default: Callable[[], ReplySpec]) -> Rig:
 @asynccontextmanager
 async def open_call(name: str, *, seed: int = 0, **options: Any) -> AsyncIterator[Call]:
     holder: list[Call] = []
-    rig = make_rig(name, lambda: holder[0].new_reply())
+    rig = make_rig(name, lambda: holder[0].unplanned_reply())
     call = Call(rig, seed=seed, **options)
     holder.append(call)
     await call.start()

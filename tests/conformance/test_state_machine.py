@@ -39,7 +39,7 @@ class CallMachine(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         holder: list[Call] = []
-        rig = make_rig(self.backend, lambda: holder[0].new_reply())
+        rig = make_rig(self.backend, lambda: holder[0].unplanned_reply())
         self.call = Call(rig, seed=len(self.backend))
         holder.append(self.call)
         self.run(self.call.start())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -257,14 +256,14 @@ class ServerConnection:
                     }
                 )
                 await self._commit(item_id)
-                if td.get("create_response", True):
-                    if self.active is None:
-                        self.start_response({}, None)
-                    elif self.active.cancel_reason == "turn_detected":
-                        # Cut by this very turn: the real service has long finished the
-                        # cancel when speech stops (audio arrives in real time); answer once
-                        # it is done rather than leaving the turn unanswered.
-                        self._answer_after(self.active)
+                cancelling = self.active
+                if cancelling is not None and cancelling.cancel_reason and cancelling.task:
+                    # Audio arrives here faster than real time: a reply this turn's speech
+                    # cancelled may not have ended yet, though the service would have ended
+                    # it long before the caller stopped speaking. Let it end first.
+                    await asyncio.wait({cancelling.task})
+                if td.get("create_response", True) and self.active is None:
+                    self.start_response({}, None)
 
     async def _on_input_audio_buffer_commit(self, ev: dict[str, Any]) -> None:
         if self.buffer_ms < 100:
@@ -445,16 +444,6 @@ class ServerConnection:
             )
             return
         self.active.cancel("client_cancelled")
-
-    def _answer_after(self, resp: Any) -> None:
-        async def later() -> None:
-            if resp.task is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(resp.task)
-            if self.active is None:
-                self.start_response({}, None)
-
-        asyncio.get_running_loop().create_task(later())
 
     def start_response(self, params: dict[str, Any], event_id: str | None) -> None:
         resp = ServerResponse(self, self.server.next_reply(), params)

@@ -108,6 +108,8 @@ class ScriptedSession(BackendSession):
         self._active_item: str | None = None
         #: Item id -> ItemAdded/ItemUpdated events emitted but not yet consumed by the session.
         self._undelivered: dict[str, int] = {}
+        #: Items whose ItemAdded the session has not consumed yet.
+        self._unseen: set[str] = set()
 
     # recording --------------------------------------------------------------------------
     async def _record(self, method: str, **args: Any) -> None:
@@ -134,6 +136,8 @@ class ScriptedSession(BackendSession):
         """Inject an event, e.g. server VAD's `SpeechStarted`."""
         if isinstance(event, (ItemAdded, ItemUpdated)):
             self._undelivered[event.item.id] = self._undelivered.get(event.item.id, 0) + 1
+        if isinstance(event, ItemAdded):
+            self._unseen.add(event.item.id)
         self._events.put_nowait(event)
 
     def speech_started(self) -> None:
@@ -196,14 +200,21 @@ class ScriptedSession(BackendSession):
         await self._record("update_options", **given)
 
     async def sync(self, conversation: Conversation) -> None:
-        # Like a real backend: an item whose server events the session has not consumed yet
-        # (a reply still streaming) is taken as the server holds it, never rewritten with the
-        # session's lagging copy.
+        # Like a real backend: what the session has not consumed yet is not undone. An item
+        # with updates in flight (a reply still streaming) is taken as the server holds it;
+        # one whose ItemAdded is in flight is kept where the server has it.
         held = {it.id: it for it in self.mirror}
         local = [
             held[it.id] if self._undelivered.get(it.id) and it.id in held else it
             for it in conversation.items
         ]
+        ids = {it.id for it in local}
+        for idx, m in enumerate(self.mirror):
+            if m.id in self._unseen and m.id not in ids:
+                before = [p.id for p in self.mirror[:idx] if p.id in ids]
+                pos = 0 if not before else [it.id for it in local].index(before[-1]) + 1
+                local.insert(pos, m)
+                ids.add(m.id)
         ops = diff(self.mirror, local)
         await self._record("sync", ops=ops)
         self.mirror = apply(self.mirror, ops)
@@ -275,6 +286,8 @@ class ScriptedSession(BackendSession):
     async def events(self) -> AsyncIterator[BackendEvent]:
         while True:
             ev = await self._events.get()
+            if isinstance(ev, ItemAdded):
+                self._unseen.discard(ev.item.id)
             if isinstance(ev, (ItemAdded, ItemUpdated)):
                 left = self._undelivered.get(ev.item.id, 1) - 1
                 if left > 0:
