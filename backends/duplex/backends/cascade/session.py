@@ -31,6 +31,7 @@ from duplex.agents.backend import (
 )
 from duplex.agents.conversation import AudioPart, Conversation, Message, apply, diff, new_item_id
 from duplex.agents.errors import AudioFormatError, ResponseActiveError, SessionClosedError
+from duplex.agents.inflight import InFlight
 from duplex.agents.stages import LLM, TTS, PartialCallback, STTSession, STTUtterance
 from duplex.agents.tools import FunctionTool
 
@@ -80,6 +81,7 @@ class CascadeSession(BackendSession):
         self._tasks: set[asyncio.Task[object]] = set()
         #: Where each assistant item's sentences sit in its audio, for `truncate`.
         self._spoken: dict[str, list[SpokenSegment]] = {}
+        self._in_flight = InFlight()
         self._llm_options: dict[str, Any] = {}
         self._tool_choice: ToolChoice | None = None
         self._closed = False
@@ -87,6 +89,7 @@ class CascadeSession(BackendSession):
     # --- events -------------------------------------------------------------------------
     def _emit(self, event: BackendEvent) -> None:
         if not self._closed:
+            self._in_flight.emitted(event)
             self._events.put_nowait(event)
 
     async def events(self) -> AsyncIterator[BackendEvent]:
@@ -94,6 +97,7 @@ class CascadeSession(BackendSession):
             ev = await self._events.get()
             if ev is None:
                 return
+            self._in_flight.delivered(ev)
             yield ev
 
     @property
@@ -195,7 +199,9 @@ class CascadeSession(BackendSession):
     async def sync(self, conversation: Conversation) -> None:
         """Adopt the session's conversation; applied as a diff so the mirror's rules hold."""
         self._check_open()
-        ops = diff(self._mirror.items, conversation.items)
+        # What the session has not read yet is not undone (a user turn just transcribed).
+        local = self._in_flight.local_view(self._mirror.items, conversation.items)
+        ops = diff(self._mirror.items, local)
         if ops:
             self._mirror = Conversation(apply(self._mirror.items, ops))
             live = {it.id for it in self._mirror}
