@@ -114,6 +114,8 @@ class Call:
         return spec
 
     def new_reply(self, audio_ms: int | None = None) -> ReplySpec:
+        if self._tags >= signal.TAGS:
+            raise RuntimeError(f"a call can tell {signal.TAGS} replies apart; script fewer steps")
         tag = signal.tag_for(self._tags)
         self._tags += 1
         ms = audio_ms if audio_ms is not None else self.rng.choice([200, 300, 400, 500, 600])

@@ -123,6 +123,15 @@ class OpenAIRig(Rig):
 
     def check_server(self) -> list[str]:
         out = [f"schema: {e}" for e in self.server.schema_errors]
+        for conn in self.server.connections:
+            made = Counter(
+                i["call_id"] for i in self.server.created_items("function_call_output", conn.number)
+            )
+            out += [
+                f"connection {conn.number}: output of {call_id} created {n} times"
+                for call_id, n in made.items()
+                if n > 1
+            ]
         out += [
             f"server answered error {code} x{n}"
             for code, n in self.server.errors_sent.items()
