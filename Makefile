@@ -37,3 +37,8 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
+
+# The whole-call conformance suite with its large budgets (long calls, state machine).
+.PHONY: conformance
+conformance: sysdeps $(STAMP)
+	$(PY) -m pytest -q tests/conformance -m 'heavy or not heavy'

@@ -15,7 +15,7 @@ from typing import Any
 
 from duplex.agents import Agent, AgentSession, function_tool
 from duplex.agents.audio import AudioFrame
-from duplex.agents.events import AgentInterrupted, ToolCalled
+from duplex.agents.events import AgentInterrupted, MetricsCollected, ToolCalled, TurnMetrics
 from duplex.agents.testing import MemoryTransport
 
 from . import signal
@@ -75,6 +75,7 @@ class Call:
         #: Problems found by the per-step assertions that are not whole-call invariants.
         self.problems: list[str] = []
         self.interruptions: list[AgentInterrupted] = []
+        self.metrics: list[TurnMetrics] = []
         self.steps: list[str] = []
         #: (step number, step, tag) of every reply the server made that no step planned.
         self.unplanned: list[tuple[int, str, int]] = []
@@ -92,6 +93,7 @@ class Call:
         )
         self.rig.attach(self.session)
         self.session.on(AgentInterrupted, self.interruptions.append)
+        self.session.on(MetricsCollected, lambda e: self.metrics.append(e.metrics))
         await self.session.start(self.transport)
 
     async def aclose(self) -> None:
@@ -112,6 +114,8 @@ class Call:
         return spec
 
     def new_reply(self, audio_ms: int | None = None) -> ReplySpec:
+        if self._tags >= signal.TAGS:
+            raise RuntimeError(f"a call can tell {signal.TAGS} replies apart; script fewer steps")
         tag = signal.tag_for(self._tags)
         self._tags += 1
         ms = audio_ms if audio_ms is not None else self.rng.choice([200, 300, 400, 500, 600])

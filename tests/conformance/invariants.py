@@ -8,6 +8,7 @@
 3. Only an item that was playing at a barge-in is truncated, to what was heard.
 4. No duplicate item; each tool output was created on the server exactly once.
 5. Each caller turn gets one reply (a reply no step planned is a finding).
+6. Turn metrics report, per heard reply, the ms the transport played and whether it was cut.
 """
 
 from __future__ import annotations
@@ -149,6 +150,26 @@ def check_call(call: Call) -> list[str]:
     for n, step, tag in call.unplanned:
         if call.resume or not step.startswith("false_interruption"):
             problems.append(f"reply {tag} was made though no step asked for it (step {n}: {step})")
+
+    # 6. turn metrics agree with the audio: each heard reply reports once, with the ms the
+    # transport played, and as interrupted exactly when a barge-in cut it short.
+    reported = sorted(round(m.played_ms) for m in call.metrics if m.played_ms >= 0.5)
+    truth = sorted(round(h.ms()) for h in heard.values() if h.samples)
+    if reported != truth:
+        problems.append(f"metrics report played ms {reported}, the transport played {truth}")
+    reported_cut = sorted(
+        round(m.played_ms) for m in call.metrics if m.interrupted and m.played_ms >= 0.5
+    )
+    truth_cut = sorted(
+        round(heard[t].ms())
+        for t in call.cut
+        if t in heard and heard[t].ms() < call.specs[t].audio_ms - TOLERANCE_MS
+    )
+    if reported_cut != truth_cut:
+        problems.append(
+            f"metrics report interrupted replies played {reported_cut} ms, the transport "
+            f"played {truth_cut} ms of the replies cut"
+        )
 
     # 4. tool outputs exactly once
     created = rig.output_creations()

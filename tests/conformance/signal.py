@@ -30,10 +30,14 @@ def block_samples(rate: int = RATE) -> int:
     return rate * BLOCK_MS // 1000
 
 
+_TAGS = [t for t in range(1, 256) if t != 128]
+#: How many replies one call can tell apart.
+TAGS = len(_TAGS)
+
+
 def tag_for(n: int) -> int:
-    """The n-th reply's tag (n >= 0), cycling through 1..255 without 128."""
-    tags = [t for t in range(1, 256) if t != 128]
-    return tags[n % len(tags)]
+    """The n-th reply's tag (0 <= n < TAGS)."""
+    return _TAGS[n]
 
 
 def tagged_samples(tag: int, start: int, count: int, rate: int = RATE) -> npt.NDArray[np.int16]:

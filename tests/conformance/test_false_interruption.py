@@ -12,11 +12,23 @@ from .signal import heard
 NEEDS_RESUME = pytest.mark.xfail(
     not HAS_RESUMED, reason="needs i10: resume_false_interruption", strict=True
 )
+#: Found by this suite on the i10 core (see the report): with server VAD (OpenAI,
+#: create_response on) and resume on, (a) the server's answer to the noise turn plays after
+#: the resumed reply; (b) a real barge-in decided by words stops the output after the
+#: server's answer to the new turn was queued, so its first frames are lost; (c) the
+#: session asks for a second reply to that turn when the words decided before the server's
+#: response.created arrived.
+SERVER_VAD_RESUME_BUGS = "core: server-VAD + resume answers noise / drops and doubles replies"
+
+
+def _backends(strict: bool) -> list[object]:
+    mark = pytest.mark.xfail(HAS_RESUMED, reason=SERVER_VAD_RESUME_BUGS, strict=strict)
+    return [pytest.param(b, marks=mark) if b == "openai" else b for b in BACKENDS]
 
 
 @NEEDS_RESUME
 @pytest.mark.parametrize("kind", ["noise", "mmhm"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", _backends(strict=True))
 async def test_false_interruption_resumes_and_truncates_nothing(backend: str, kind: str) -> None:
     async with open_call(backend, seed=5, resume_false_interruption=True) as call:
         await call.turn()
@@ -34,7 +46,7 @@ async def test_false_interruption_resumes_and_truncates_nothing(backend: str, ki
 
 
 @NEEDS_RESUME
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", _backends(strict=False))
 async def test_long_call_with_resume(backend: str) -> None:
     async with open_call(backend, seed=11, resume_false_interruption=True) as call:
         for step in script(11, 40, can_drop=call.rig.can_drop):

@@ -15,8 +15,8 @@ from .call import Call
 from .script import BACKENDS, NEEDS_I10, make_rig
 
 CI = settings(
-    max_examples=5,
-    stateful_step_count=15,
+    max_examples=6,
+    stateful_step_count=20,
     deadline=None,
     phases=[Phase.explicit, Phase.generate],  # a failure prints its steps; no slow shrinking
     suppress_health_check=list(HealthCheck),
