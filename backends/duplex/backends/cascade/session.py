@@ -257,6 +257,7 @@ class CascadeSession(BackendSession):
             self._emit(done)
             handle.set_done(done)
             return
+        tool_choice = tool_choice or self._tool_choice
         tools = tool_schemas(self._tools) if tool_choice != "none" else []
         request = ReplyRequest(
             response_id=response_id,
@@ -265,7 +266,7 @@ class CascadeSession(BackendSession):
                 self._mirror.items,
             ),
             tools=tools,
-            tool_choice=(tool_choice or self._tool_choice) if tools else None,
+            tool_choice=tool_choice if tools else None,
             llm_options=dict(self._llm_options),
         )
         reply = Reply(
