@@ -53,3 +53,20 @@ async def test_long_call_with_resume(backend: str) -> None:
             await run_step(call, step)
             await call.settle_and_check()
         assert any(e.resumed for e in call.interruptions)
+
+
+@NEEDS_RESUME
+@pytest.mark.parametrize("where", ["early", "mid", "late"])
+@pytest.mark.parametrize("backend", _backends(strict=False))
+async def test_real_barge_in_with_resume_on_cuts_to_what_was_heard(
+    backend: str, where: str
+) -> None:
+    """Words over the paused reply make it a real interruption: cut, and the new turn's
+    reply plays whole, once."""
+    async with open_call(backend, seed=6, resume_false_interruption=True) as call:
+        await call.turn()
+        ev = await call.barge_in(where)
+        assert ev.resumed is False
+        await call.settle_and_check()
+        await call.turn()
+        await call.settle_and_check()

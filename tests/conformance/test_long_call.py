@@ -14,6 +14,7 @@ KNOWN_BUGS = pytest.mark.xfail(
 
 
 @KNOWN_BUGS
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_long_call(backend: str) -> None:
     async with open_call(backend, seed=10) as call:
@@ -26,6 +27,7 @@ async def test_long_call(backend: str) -> None:
 
 
 @pytest.mark.heavy
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("seed", range(1, 6))
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_long_call_heavy(backend: str, seed: int) -> None:
