@@ -179,8 +179,8 @@ async def test_server_vad_false_interruption_times_out_and_resumes() -> None:
         false_interruption_timeout=0.05,
     )
     await session.start(transport)
-    # The server's own cancel on speech is turned off: the session decides.
-    assert backend.session.options == {"server_interrupts": False}
+    # The server's own cancel and reply on speech are turned off: the session decides.
+    assert backend.session.options == {"server_interrupts": False, "server_replies": False}
     await session.generate_reply()
     await backend.session.handles[0].done
     await transport.output.play(200)

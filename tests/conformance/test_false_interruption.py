@@ -12,18 +12,15 @@ from .signal import heard
 NEEDS_RESUME = pytest.mark.xfail(
     not HAS_RESUMED, reason="needs i10: resume_false_interruption", strict=True
 )
-#: Found by this suite on the i10 core (see the report): with server VAD (OpenAI,
-#: create_response on) and resume on, (a) the server's answer to the noise turn plays after
-#: the resumed reply; (b) a real barge-in decided by words stops the output after the
-#: server's answer to the new turn was queued, so its first frames are lost; (c) the
-#: session asks for a second reply to that turn when the words decided before the server's
-#: response.created arrived.
-SERVER_VAD_RESUME_BUGS = "core: server-VAD + resume answers noise / drops and doubles replies"
+#: Found by this suite on the i10 core and fixed there: with server VAD (OpenAI) and resume
+#: on, (a) the server answered the noise turn, (b) a real barge-in decided by words dropped
+#: the first frames of the server's answer, (c) the turn could be answered twice. The
+#: session now turns the server's interrupt_response and create_response off and decides.
 
 
 def _backends(strict: bool) -> list[object]:
-    mark = pytest.mark.xfail(HAS_RESUMED, reason=SERVER_VAD_RESUME_BUGS, strict=strict)
-    return [pytest.param(b, marks=mark) if b == "openai" else b for b in BACKENDS]
+    del strict  # no known failures left
+    return list(BACKENDS)
 
 
 @NEEDS_RESUME

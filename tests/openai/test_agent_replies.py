@@ -95,6 +95,10 @@ async def test_barge_in_on_the_second_reply_truncates_only_it(server: RealtimeTe
     transport.push(utterance("wait", rate=48000))
     ev = await asyncio.wait_for(interrupted, 10)
     await server.wait_until(lambda: bool(server.of_type("conversation.item.truncate")))
+    # The server answers the barge-in turn with a third reply; let it finish.
+    await server.wait_until(
+        lambda: len(server.current.responses) == 3 and server.current.active is None
+    )
     await settled(server, session)
     truncates = server.of_type("conversation.item.truncate")
     assert [(t["item_id"], t["audio_end_ms"]) for t in truncates] == [(b.id, 500)]

@@ -253,12 +253,14 @@ class BackendSession(ABC):
         max_output_tokens: int | Literal["inf"] | None = None,
         modalities: Sequence[str] | None = None,
         server_interrupts: bool | None = None,
+        server_replies: bool | None = None,
     ) -> None:
         """Change what a live session can change; None (or `UNCHANGED`) keeps a setting.
 
         ``turn_detection`` is the backend's own turn-detection option (None turns the
         server's VAD off); ``server_interrupts`` says whether the server's VAD may cancel
-        a reply on caller speech by itself. A backend raises `ConfigurationError` for what
+        a reply on caller speech by itself, ``server_replies`` whether it answers a turn it
+        detected by itself (else the session asks). A backend raises `ConfigurationError` for what
         it cannot change (e.g. the voice once audio was produced).
         """
         raise ConfigurationError(f"{type(self).__name__} cannot change options live")

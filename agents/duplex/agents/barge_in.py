@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .events import AgentInterrupted
-from .interruption import PendingInterruption
+from .interruption import PendingInterruption, Verdict
 from .reply import Reply
 
 if TYPE_CHECKING:
@@ -53,11 +53,13 @@ class BargeIn:
         if self.pending is not None:
             self.pending.on_transcript(text, final)
 
-    def server_reply_started(self) -> None:
-        """The server answered the caller's turn itself: it was a real turn."""
+    async def server_reply_started(self) -> None:
+        """The server answered the caller's turn itself: it was a real turn. Cut now, before
+        the new reply's audio reaches the playout (a stop later would drop it too)."""
         p = self.pending
         if p is not None and p.decide("real"):
             p.answered = True
+            await self._resolve(p, "real")
 
     async def turn_is_real(self, pending: PendingInterruption | None = None) -> bool:
         """False when the turn that just ended was a false interruption (the reply resumed)."""
@@ -65,9 +67,11 @@ class BargeIn:
         if p is None:
             return True
         try:
-            return await asyncio.shield(p.verdict) == "real"
+            verdict = await asyncio.shield(p.verdict)
         except asyncio.CancelledError:
             return False
+        await p.finished.wait()  # acted on: a reply asked for now cannot be cut by it
+        return verdict == "real"
 
     def cancel(self) -> None:
         if self.pending is not None:
@@ -150,14 +154,27 @@ class BargeIn:
         return targets[0].cut_item() if targets else (None, 0.0)
 
     async def _decide(self, pending: PendingInterruption) -> None:
-        s = self.s
         try:
             verdict = await pending.verdict
         except asyncio.CancelledError:
             return
+        await self._resolve(pending, verdict)
+
+    async def _resolve(self, pending: PendingInterruption, verdict: Verdict) -> None:
+        if pending.resolved:
+            return
+        pending.resolved = True
+        try:
+            await self._act(pending, verdict)
+        finally:
+            pending.finished.set()
+
+    async def _act(self, pending: PendingInterruption, verdict: Verdict) -> None:
+        s = self.s
         playout = s.playout
         assert playout is not None
-        self.pending = None
+        if self.pending is pending:
+            self.pending = None
         if verdict == "false":
             playout.resume()
             for r in pending.replies:
@@ -175,6 +192,6 @@ class BargeIn:
         await playout.stop()
         if targets:
             self._cut(targets, pending.onset_at, pending.paused_at, pending.source)
-        if s.caps.server_vad and s.caps.server_replies and not pending.answered:
+        if s.caps.server_vad and s.server_replies and not pending.answered:
             # The server did not answer the turn (a reply was still active): ask for one.
             s.spawn(s.reply_for_turn(speech_end_at=s.replies.next_speech_end_at), "barge-in-reply")

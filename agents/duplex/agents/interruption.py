@@ -28,6 +28,9 @@ class PendingInterruption:
     requests: list[Reply] = field(default_factory=list)
     #: The server answered the caller's turn itself (server VAD's create_response).
     answered: bool = False
+    #: Its verdict is being acted on; `finished` is set once it was (resumed, or cut).
+    resolved: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
     verdict: asyncio.Future[Verdict] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -72,6 +75,7 @@ class PendingInterruption:
             self._timer = None
 
     def cancel(self) -> None:
+        self.finished.set()
         if self._timer is not None:
             self._timer.cancel()
         if not self.verdict.done():

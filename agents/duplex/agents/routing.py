@@ -33,6 +33,7 @@ from .conversation import FunctionCall, Message
 from .events import ConversationItemAdded, ToolCalled, UserTranscribed
 
 if TYPE_CHECKING:
+    from .interruption import PendingInterruption
     from .session import AgentSession
 
 logger = logging.getLogger("duplex.agents.session")
@@ -118,12 +119,12 @@ class BackendRouter:
             s.set_user_state("listening")
         pending = s.barge_in.pending
         s.barge_in.speech_ended()
-        if not s.caps.server_replies:
-            s.spawn(self._server_turn_reply(end_at, pending is not None), "server-turn-reply")
+        if not s.server_replies:
+            s.spawn(self._server_turn_reply(end_at, pending), "server-turn-reply")
 
-    async def _server_turn_reply(self, end_at: float, held: bool) -> None:
+    async def _server_turn_reply(self, end_at: float, held: PendingInterruption | None) -> None:
         s = self.s
-        if held and not await s.barge_in.turn_is_real():
+        if held is not None and not await s.barge_in.turn_is_real(held):
             return
         await s.reply_for_turn(speech_end_at=end_at)
 
@@ -134,7 +135,7 @@ class BackendRouter:
             s.spawn(s.settle(reply, cancel=True), "settle")
             return
         if reply.request_id is None:
-            s.barge_in.server_reply_started()
+            await s.barge_in.server_reply_started()
         if s.agent_state != "speaking":
             s.set_agent_state("thinking")
 

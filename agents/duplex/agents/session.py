@@ -106,6 +106,8 @@ class AgentSession:
         self.captions = Captions()
         #: The server cancels a reply on caller speech itself (may be turned off at start).
         self.server_interrupts = self.caps.server_interrupts
+        #: The server answers the turns its VAD detects (may be turned off at start).
+        self.server_replies = self.caps.server_replies
         self.barge_in = BargeIn(self)
         self._router = BackendRouter(self)
         self.closed = asyncio.Event()
@@ -180,13 +182,13 @@ class AgentSession:
             tools=self._tool_list,
             conversation=self.conversation,
         )
-        if self.server_interrupts and (
+        if self.caps.server_vad and (
             self.resume_false_interruption or self.agent.resume_false_interruption
         ):
-            # The server would cancel on any noise; the session decides and cancels instead.
+            # The server would cancel on any noise and answer it: the session decides both.
             async with self.control:
-                await self._backend.update_options(server_interrupts=False)
-            self.server_interrupts = False
+                await self._backend.update_options(server_interrupts=False, server_replies=False)
+            self.server_interrupts = self.server_replies = False
         self.playout = Playout(
             transport.audio_output,
             self.caps.output_sample_rate,

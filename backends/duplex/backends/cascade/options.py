@@ -26,7 +26,7 @@ def llm_options(
     for name, value in given.items():
         if name == "tool_choice":
             tool_choice = value
-        elif name == "server_interrupts":
+        elif name in ("server_interrupts", "server_replies"):
             continue  # no server VAD here: the session's own VAD decides
         elif name == "modalities":
             if "audio" not in value:

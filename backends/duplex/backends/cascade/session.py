@@ -29,16 +29,9 @@ from duplex.agents.backend import (
     ToolChoice,
     UserTranscript,
 )
-from duplex.agents.conversation import (
-    AudioPart,
-    Conversation,
-    Item,
-    Message,
-    apply,
-    diff,
-    new_item_id,
-)
+from duplex.agents.conversation import AudioPart, Conversation, Message, apply, diff, new_item_id
 from duplex.agents.errors import AudioFormatError, ResponseActiveError, SessionClosedError
+from duplex.agents.inflight import InFlight
 from duplex.agents.stages import LLM, TTS, PartialCallback, STTSession, STTUtterance
 from duplex.agents.tools import FunctionTool
 
@@ -88,20 +81,15 @@ class CascadeSession(BackendSession):
         self._tasks: set[asyncio.Task[object]] = set()
         #: Where each assistant item's sentences sit in its audio, for `truncate`.
         self._spoken: dict[str, list[SpokenSegment]] = {}
+        self._in_flight = InFlight()
         self._llm_options: dict[str, Any] = {}
         self._tool_choice: ToolChoice | None = None
         self._closed = False
-        #: Item events emitted but not consumed by the session yet (see `_view`).
-        self._in_flight: dict[str, int] = {}
-        self._unseen: set[str] = set()
 
     # --- events -------------------------------------------------------------------------
     def _emit(self, event: BackendEvent) -> None:
         if not self._closed:
-            if isinstance(event, (ItemAdded, ItemUpdated)):
-                self._in_flight[event.item.id] = self._in_flight.get(event.item.id, 0) + 1
-            if isinstance(event, ItemAdded):
-                self._unseen.add(event.item.id)
+            self._in_flight.emitted(event)
             self._events.put_nowait(event)
 
     async def events(self) -> AsyncIterator[BackendEvent]:
@@ -109,14 +97,7 @@ class CascadeSession(BackendSession):
             ev = await self._events.get()
             if ev is None:
                 return
-            if isinstance(ev, ItemAdded):
-                self._unseen.discard(ev.item.id)
-            if isinstance(ev, (ItemAdded, ItemUpdated)):
-                left = self._in_flight.get(ev.item.id, 1) - 1
-                if left > 0:
-                    self._in_flight[ev.item.id] = left
-                else:
-                    self._in_flight.pop(ev.item.id, None)
+            self._in_flight.delivered(ev)
             yield ev
 
     @property
@@ -218,28 +199,14 @@ class CascadeSession(BackendSession):
     async def sync(self, conversation: Conversation) -> None:
         """Adopt the session's conversation; applied as a diff so the mirror's rules hold."""
         self._check_open()
-        ops = diff(self._mirror.items, self._view(conversation.items))
+        # What the session has not read yet is not undone (a user turn just transcribed).
+        local = self._in_flight.local_view(self._mirror.items, conversation.items)
+        ops = diff(self._mirror.items, local)
         if ops:
             self._mirror = Conversation(apply(self._mirror.items, ops))
             live = {it.id for it in self._mirror}
             for item_id in [k for k in self._spoken if k not in live]:
                 del self._spoken[item_id]
-
-    def _view(self, local: Sequence[Item]) -> list[Item]:
-        """``local`` with what the session has not consumed yet, so a sync never undoes it:
-        an item with updates in flight is taken as the mirror holds it, one whose ItemAdded
-        is in flight is kept where the mirror has it."""
-        mirror = self._mirror.items
-        held = {it.id: it for it in mirror}
-        view = [held[it.id] if self._in_flight.get(it.id) and it.id in held else it for it in local]
-        ids = {it.id for it in view}
-        for idx, m in enumerate(mirror):
-            if m.id in self._unseen and m.id not in ids:
-                before = [p.id for p in mirror[:idx] if p.id in ids]
-                pos = 0 if not before else [it.id for it in view].index(before[-1]) + 1
-                view.insert(pos, m)
-                ids.add(m.id)
-        return view
 
     # --- replies ------------------------------------------------------------------------
     async def create_response(
@@ -290,6 +257,7 @@ class CascadeSession(BackendSession):
             self._emit(done)
             handle.set_done(done)
             return
+        tool_choice = tool_choice or self._tool_choice
         tools = tool_schemas(self._tools) if tool_choice != "none" else []
         request = ReplyRequest(
             response_id=response_id,
@@ -298,7 +266,7 @@ class CascadeSession(BackendSession):
                 self._mirror.items,
             ),
             tools=tools,
-            tool_choice=(tool_choice or self._tool_choice) if tools else None,
+            tool_choice=tool_choice if tools else None,
             llm_options=dict(self._llm_options),
         )
         reply = Reply(

@@ -28,6 +28,7 @@ def changed_options(
     max_output_tokens: int | Literal["inf"] | None = None,
     modalities: Sequence[str] | None = None,
     server_interrupts: bool | None = None,
+    server_replies: bool | None = None,
 ) -> RealtimeOptions | None:
     """The validated new options, or None when nothing changes.
 
@@ -52,10 +53,14 @@ def changed_options(
         changes["max_output_tokens"] = max_output_tokens
     if modalities is not None:
         changes["modality"] = "audio" if "audio" in modalities else "text"
-    if server_interrupts is not None:
-        td = changes.get("turn_detection", opts.turn_detection)
-        if isinstance(td, (ServerVAD, SemanticVAD)):
-            changes["turn_detection"] = replace(td, interrupt_response=server_interrupts)
+    td = changes.get("turn_detection", opts.turn_detection)
+    if isinstance(td, (ServerVAD, SemanticVAD)):
+        if server_interrupts is not None:
+            td = replace(td, interrupt_response=server_interrupts)
+        if server_replies is not None:
+            td = replace(td, create_response=server_replies)
+        if td != opts.turn_detection:
+            changes["turn_detection"] = td
     if not changes:
         return None
     new = replace(opts, **changes)
