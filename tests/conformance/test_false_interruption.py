@@ -18,14 +18,9 @@ NEEDS_RESUME = pytest.mark.xfail(
 #: session now turns the server's interrupt_response and create_response off and decides.
 
 
-def _backends(strict: bool) -> list[object]:
-    del strict  # no known failures left
-    return list(BACKENDS)
-
-
 @NEEDS_RESUME
 @pytest.mark.parametrize("kind", ["noise", "mmhm"])
-@pytest.mark.parametrize("backend", _backends(strict=True))
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_false_interruption_resumes_and_truncates_nothing(backend: str, kind: str) -> None:
     async with open_call(backend, seed=5, resume_false_interruption=True) as call:
         await call.turn()
@@ -43,7 +38,7 @@ async def test_false_interruption_resumes_and_truncates_nothing(backend: str, ki
 
 
 @NEEDS_RESUME
-@pytest.mark.parametrize("backend", _backends(strict=False))
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_long_call_with_resume(backend: str) -> None:
     async with open_call(backend, seed=11, resume_false_interruption=True) as call:
         for step in script(11, 40, can_drop=call.rig.can_drop):
@@ -54,7 +49,7 @@ async def test_long_call_with_resume(backend: str) -> None:
 
 @NEEDS_RESUME
 @pytest.mark.parametrize("where", ["early", "mid", "late"])
-@pytest.mark.parametrize("backend", _backends(strict=False))
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_real_barge_in_with_resume_on_cuts_to_what_was_heard(
     backend: str, where: str
 ) -> None:

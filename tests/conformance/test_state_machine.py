@@ -13,7 +13,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from .call import Call
 from .script import BACKENDS, HAS_RESUMED, NEEDS_I10, make_rig
-from .test_false_interruption import SERVER_VAD_RESUME_BUGS
 
 CI = settings(
     max_examples=6,
@@ -108,15 +107,7 @@ def test_call_machine(backend: str) -> None:
 
 @NEEDS_RESUME
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(b, marks=pytest.mark.xfail(reason=SERVER_VAD_RESUME_BUGS, strict=False))
-        if b == "openai"
-        else b
-        for b in BACKENDS
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_call_machine_with_resume(backend: str) -> None:
     _machine(backend, CI, resume=True)().runTest()
 
