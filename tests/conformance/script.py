@@ -15,6 +15,8 @@ from .call import Call
 from .rig import ReplySpec, Rig
 
 BACKENDS = ("scripted", "openai", "vllm")
+#: The heavy budget also runs the OpenAI beta ("realtime=v1") dialect.
+HEAVY_BACKENDS = (*BACKENDS, "openai-beta")
 
 #: The reply lifecycle rework (issue 10) is not in this core yet: the whole-call bugs it
 #: fixes make these tests fail here. Once it lands they must pass (strict xfail flips).
@@ -27,10 +29,10 @@ def make_rig(name: str, make_default: Callable[[], ReplySpec]) -> Rig:
         from .rig_scripted import ScriptedRig
 
         return ScriptedRig(make_default)
-    if name == "openai":
+    if name in ("openai", "openai-beta"):
         from .rig_openai import OpenAIRig
 
-        return OpenAIRig(make_default)
+        return OpenAIRig(make_default, dialect="beta" if name == "openai-beta" else "ga")
     if name == "vllm":
         from .rig_vllm import VLLMRig
 

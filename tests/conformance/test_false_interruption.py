@@ -18,14 +18,9 @@ NEEDS_RESUME = pytest.mark.xfail(
 #: session now turns the server's interrupt_response and create_response off and decides.
 
 
-def _backends(strict: bool) -> list[object]:
-    del strict  # no known failures left
-    return list(BACKENDS)
-
-
 @NEEDS_RESUME
 @pytest.mark.parametrize("kind", ["noise", "mmhm"])
-@pytest.mark.parametrize("backend", _backends(strict=True))
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_false_interruption_resumes_and_truncates_nothing(backend: str, kind: str) -> None:
     async with open_call(backend, seed=5, resume_false_interruption=True) as call:
         await call.turn()
@@ -43,10 +38,27 @@ async def test_false_interruption_resumes_and_truncates_nothing(backend: str, ki
 
 
 @NEEDS_RESUME
-@pytest.mark.parametrize("backend", _backends(strict=False))
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_long_call_with_resume(backend: str) -> None:
     async with open_call(backend, seed=11, resume_false_interruption=True) as call:
         for step in script(11, 40, can_drop=call.rig.can_drop):
             await run_step(call, step)
             await call.settle_and_check()
         assert any(e.resumed for e in call.interruptions)
+
+
+@NEEDS_RESUME
+@pytest.mark.parametrize("where", ["early", "mid", "late"])
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_real_barge_in_with_resume_on_cuts_to_what_was_heard(
+    backend: str, where: str
+) -> None:
+    """Words over the paused reply make it a real interruption: cut, and the new turn's
+    reply plays whole, once."""
+    async with open_call(backend, seed=6, resume_false_interruption=True) as call:
+        await call.turn()
+        ev = await call.barge_in(where)
+        assert ev.resumed is False
+        await call.settle_and_check()
+        await call.turn()
+        await call.settle_and_check()

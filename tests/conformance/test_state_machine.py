@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from .call import Call
-from .script import BACKENDS, NEEDS_I10, make_rig
+from .script import BACKENDS, HAS_RESUMED, NEEDS_I10, make_rig
 
 CI = settings(
     max_examples=6,
@@ -22,11 +22,12 @@ CI = settings(
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-HEAVY = settings(CI, max_examples=25, stateful_step_count=40, derandomize=False)
+HEAVY = settings(CI, max_examples=15, stateful_step_count=40, derandomize=False)
 
 
 class CallMachine(RuleBasedStateMachine):
     backend = "scripted"
+    resume = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,7 +41,7 @@ class CallMachine(RuleBasedStateMachine):
     def start(self) -> None:
         holder: list[Call] = []
         rig = make_rig(self.backend, lambda: holder[0].unplanned_reply())
-        self.call = Call(rig, seed=len(self.backend))
+        self.call = Call(rig, seed=len(self.backend), resume_false_interruption=self.resume)
         holder.append(self.call)
         self.run(self.call.start())
 
@@ -81,25 +82,38 @@ class CallMachine(RuleBasedStateMachine):
         self.loop.close()
 
 
-def _machine(backend: str, cfg: settings) -> Any:
-    machine: Any = type(f"CallMachine_{backend}", (CallMachine,), {"backend": backend})
+def _machine(backend: str, cfg: settings, resume: bool = False) -> Any:
+    attrs = {"backend": backend, "resume": resume}
+    machine: Any = type(f"CallMachine_{backend}_{resume}", (CallMachine,), attrs)
     case = machine.TestCase
     case.settings = cfg
     return case
 
 
+NEEDS_RESUME = pytest.mark.xfail(
+    not HAS_RESUMED, reason="needs i10: resume_false_interruption", strict=True
+)
 KNOWN_BUGS = pytest.mark.xfail(
     NEEDS_I10, reason="needs i10: barge-ins truncate replies heard in full", strict=False
 )
 
 
 @KNOWN_BUGS
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_call_machine(backend: str) -> None:
     _machine(backend, CI)().runTest()
 
 
+@NEEDS_RESUME
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_call_machine_with_resume(backend: str) -> None:
+    _machine(backend, CI, resume=True)().runTest()
+
+
 @pytest.mark.heavy
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_call_machine_heavy(backend: str) -> None:
     _machine(backend, HEAVY)().runTest()
