@@ -63,15 +63,15 @@ class Replies:
         return None
 
     def started(self, response_id: str, request_id: str | None) -> Reply:
-        """Match a started response to its request (None: server-initiated, or FIFO)."""
+        """Match a started response to its request; None means server-initiated."""
         reply = self._by_id.get(response_id)
         if reply is None:
-            for i, r in enumerate(self._pending):
-                if (request_id is not None and r.request_id == request_id) or (
-                    request_id is None and i == 0
-                ):
-                    reply = self._pending.pop(i)
-                    break
+            match = [
+                r for r in self._pending if request_id is not None and r.request_id == request_id
+            ]
+            if match:
+                reply = match[0]
+                self._pending.remove(reply)
             else:
                 # Server-initiated (server VAD): it answers the turn that just ended.
                 reply = Reply(request_id=request_id)
@@ -82,6 +82,14 @@ class Replies:
             self._by_id[response_id] = reply
         self.current = reply
         return reply
+
+    def created(self, reply: Reply, response_id: str) -> None:
+        """A request resolved to ``response_id``. If that response already started without
+        naming its request (a backend that does not echo request ids), the started reply is
+        the one: the pending twin goes, so the policy never waits for it."""
+        if reply in self._pending and response_id in self._by_id:
+            self._pending.remove(reply)
+            self._update_idle()
 
     def finished(self, event: ResponseDone) -> Reply:
         reply = self._by_id.get(event.response_id) or self.started(event.response_id, None)

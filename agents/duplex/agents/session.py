@@ -353,11 +353,13 @@ class AgentSession:
         return handle
 
     def _on_request_settled(self, reply: Reply, fut: asyncio.Future[str]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self.replies.request_failed(reply)
-            exc = None if fut.cancelled() else fut.exception()
-            code = getattr(exc, "code", "response_request_failed")
-            self.report_error(str(code), str(exc or "cancelled"), True)
+        if not fut.cancelled() and fut.exception() is None:
+            self.replies.created(reply, fut.result())
+            return
+        self.replies.request_failed(reply)
+        exc = None if fut.cancelled() else fut.exception()
+        code = getattr(exc, "code", "response_request_failed")
+        self.report_error(str(code), str(exc or "cancelled"), True)
 
     def settle_context(self) -> SettleContext:
         return SettleContext(
