@@ -16,6 +16,7 @@ from duplex.agents import (
     AgentInterrupted,
     AgentSession,
     AgentStateChanged,
+    AudioFrame,
     ConversationItemAdded,
     EnergyVAD,
     Message,
@@ -280,3 +281,53 @@ def test_emitter_matches_handlers_and_waiters_by_one_rule() -> None:
         assert seen == [ev] and waiter.result() is ev
 
     asyncio.run(run())
+
+
+async def test_local_vad_end_to_end_starts_at_the_last_speech_sample() -> None:
+    """Local VAD: end-to-end runs from the capture of the caller's last speech sample (not
+    from the end-of-turn decision a silence window later) to the first reply frame."""
+    from .openai.test_agent_replies import Mic
+
+    backend = ScriptedBackend([Reply(text="hi", audio_ms=200)])
+    transport = MemoryTransport(input_rate=48000, output_rate=48000, playout="auto")
+    session = AgentSession(agent=Agent(), backend=backend, vad=EnergyVAD(), turn=TURN)
+    await session.start(transport)
+    mic = Mic(transport)
+    metrics = session.next_event(MetricsCollected)
+    silence = tone(200, 48000, level=0.0)
+    await mic.say(AudioFrame.concat([silence, tone(400, 48000, freq=300.0), silence, silence]))
+    m = (await asyncio.wait_for(metrics, 5)).metrics
+    truth = (transport.output.played[0].wall - mic.captured_at(600)) * 1000.0
+    assert truth > TURN.silence_duration_ms  # the caller waited through the silence window
+    assert m.end_to_end_ms == pytest.approx(truth, abs=2 * 20.0)  # VAD frame + resampler
+    await session.aclose()
+
+
+async def test_an_output_that_cannot_pause_is_cut_even_in_resume_mode() -> None:
+    from duplex.agents.testing.memory import MemoryAudioOutput
+
+    class NoPause(MemoryAudioOutput):
+        def pause(self) -> bool:
+            return False  # like a third-party output without the core buffer's pause
+
+    backend = ScriptedBackend(
+        [Reply(text="a long reply", audio_ms=1000), Reply(text="ok", audio_ms=100)],
+        user_transcripts=["question", ""],
+    )
+    transport = MemoryTransport(input_rate=48000, output_rate=48000, playout="manual")
+    transport.audio_output = NoPause(48000, 1, "manual")
+    session = AgentSession(
+        agent=Agent(), backend=backend, vad=EnergyVAD(), turn=TURN, resume_false_interruption=True
+    )
+    await session.start(transport)
+    speak(transport)
+    await backend.session.wait_for_call("create_response")
+    await backend.session.handles[0].done
+    await transport.output.play(300)
+    cut = session.next_event(AgentInterrupted)
+    speak(transport, ms=200)
+    ev = await asyncio.wait_for(cut, 5)
+    assert not ev.resumed and ev.played_ms == pytest.approx(300)
+    call = await backend.session.wait_for_call("truncate")
+    assert call.args["audio_end_ms"] == 300
+    await session.aclose()

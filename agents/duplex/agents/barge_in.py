@@ -61,11 +61,8 @@ class BargeIn:
             p.answered = True
             await self._resolve(p, "real")
 
-    async def turn_is_real(self, pending: PendingInterruption | None = None) -> bool:
-        """False when the turn that just ended was a false interruption (the reply resumed)."""
-        p = pending or self.pending
-        if p is None:
-            return True
+    async def turn_is_real(self, p: PendingInterruption) -> bool:
+        """False when the turn held by ``p`` was a false interruption (the reply resumed)."""
         try:
             verdict = await asyncio.shield(p.verdict)
         except asyncio.CancelledError:
@@ -103,9 +100,11 @@ class BargeIn:
         playout = s.playout
         if playout is None:
             return
-        if self.pending is not None and not self.pending.decided:
-            if source == "api":
-                self.pending.decide("real")
+        pending = self.pending
+        if pending is not None and not pending.decided:
+            if source == "api":  # stop now: the paused reply is cut, not resumed
+                pending.decide("real")
+                await pending.finished.wait()
             return
         self._fired = True
         targets = self.targets()

@@ -146,10 +146,6 @@ class Reply:
         """Started (or requested) and not finished by the backend."""
         return not self.done.is_set()
 
-    @property
-    def cut(self) -> bool:
-        return self.interrupted
-
     def pause(self, *, onset_at: float | None, stopped_at: float) -> None:
         """The caller spoke over it: playback is held until it is resumed or cut."""
         self.onset_at = onset_at if onset_at is not None else stopped_at
@@ -241,13 +237,11 @@ class Reply:
         return cut
 
     # --- metrics --------------------------------------------------------------------------
-    @property
-    def accounted(self) -> bool:
-        return self.metrics_sent
-
     def metrics(self) -> TurnMetrics:
-        """Its turn metrics; marks them sent (each reply reports once)."""
+        """Its turn metrics; marks them sent (each reply reports once) and the reply done."""
         self.metrics_sent = True
+        if self.fate not in ("interrupted", "failed"):
+            self.fate = "done"
         usage = self.result.usage if self.result is not None else None
         return TurnMetrics(
             response_id=self.response_id or "",

@@ -35,6 +35,7 @@ from .events import (
     UserStateChanged,
 )
 from .input_path import InputPath
+from .interruption import PendingInterruption
 from .playout import Playout
 from .replies import Replies
 from .reply import Reply, ReplyPolicy, SettleContext
@@ -321,12 +322,12 @@ class AgentSession:
         if self.caps.server_vad:
             return
         self.new_user_turn()
-        self.spawn(self._end_user_turn(at), "user-turn")
+        self.spawn(self._end_user_turn(at, self.barge_in.pending), "user-turn")
 
-    async def _end_user_turn(self, speech_end_at: float) -> None:
+    async def _end_user_turn(self, speech_end_at: float, held: PendingInterruption | None) -> None:
         async with self.control:
             await self.backend_session.commit_audio()
-        if not await self.barge_in.turn_is_real():
+        if held is not None and not await self.barge_in.turn_is_real(held):
             return  # a cough over the reply: it resumed, this turn asks for nothing
         self.set_agent_state("thinking")
         await self.reply_for_turn(speech_end_at=speech_end_at)
