@@ -15,7 +15,13 @@ from typing import Any
 
 from duplex.agents import Agent, AgentSession, function_tool
 from duplex.agents.audio import AudioFrame
-from duplex.agents.events import AgentInterrupted, MetricsCollected, ToolCalled, TurnMetrics
+from duplex.agents.events import (
+    AgentInterrupted,
+    MetricsCollected,
+    ToolCalled,
+    ToolExecuted,
+    TurnMetrics,
+)
 from duplex.agents.testing import MemoryTransport
 
 from . import signal
@@ -76,6 +82,9 @@ class Call:
         self.problems: list[str] = []
         self.interruptions: list[AgentInterrupted] = []
         self.metrics: list[TurnMetrics] = []
+        #: call_id of every ToolExecuted, and the words of every question, in order.
+        self.executed: list[str] = []
+        self.said: list[str] = []
         self.steps: list[str] = []
         #: (step number, step, tag) of every reply the server made that no step planned.
         self.unplanned: list[tuple[int, str, int]] = []
@@ -94,6 +103,7 @@ class Call:
         self.rig.attach(self.session)
         self.session.on(AgentInterrupted, self.interruptions.append)
         self.session.on(MetricsCollected, lambda e: self.metrics.append(e.metrics))
+        self.session.on(ToolExecuted, lambda e: self.executed.append(e.call.call_id))
         await self.session.start(self.transport)
 
     async def aclose(self) -> None:
@@ -131,8 +141,11 @@ class Call:
     def say(self) -> str:
         """The caller asks a question (real words for the server's speech-to-text)."""
         k = self._utterances
+        if k >= len(signal.UTTERANCE_HZ):
+            raise RuntimeError("the tone STT tells 400 questions apart; script fewer steps")
         self._utterances += 1
         words = signal.utterance_words(k)
+        self.said.append(words)
         self.rig.expect_words(words)
         self._push(signal.caller_tone(k, 400, self.rig.input_rate))
         return words

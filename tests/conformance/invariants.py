@@ -29,6 +29,10 @@ def _fmt(items: list[SItem]) -> str:
     return ", ".join(f"{i.kind}:{(i.id or '?')[-6:]}" for i in items)
 
 
+def calls_of(items: list[SItem]) -> set[str]:
+    return {i.call_id for i in items if i.kind == "call"}
+
+
 def _empty(item: SItem) -> bool:
     return item.kind in ("user", "system") and not item.text.strip()
 
@@ -181,6 +185,16 @@ def check_call(call: Call) -> list[str]:
     for call_id, n in created.items():
         if n != 1:
             problems.append(f"output of {call_id} was created {n} times")
+    for call_id in {*calls_of(local), *call.executed}:
+        n = call.executed.count(call_id)
+        if n != 1:
+            problems.append(f"tool call {call_id} ran {n} times (ToolExecuted)")
+
+    # 4b. every question the caller asked is one user turn, in order: none lost, none doubled
+    asked = [i.text for i in local if i.kind == "user" and i.text.strip()]
+    if asked != call.said:
+        problems.append(f"the caller asked {call.said}, the conversation holds {asked}")
+
     calls = {i.call_id for i in local if i.kind == "call"}
     outputs = [i.call_id for i in local if i.kind == "output"]
     for call_id in calls:

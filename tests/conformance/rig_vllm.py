@@ -111,6 +111,8 @@ class VLLMRig(Rig):
         )
 
     async def stop(self) -> None:
+        if hasattr(self, "backend"):
+            await self.backend.aclose()  # its HTTP clients
         await self.speech.stop()
         await self.chat.stop()
         await self.stt.stop()

@@ -93,8 +93,9 @@ def heard(played: Sequence[PlayedFrame], rate: int = RATE) -> tuple[dict[int, He
 
 
 # --- caller audio ---------------------------------------------------------------------------
-#: Tone frequencies of caller utterances; the test transcriber maps them back to words.
-UTTERANCE_HZ = [300.0 + 40.0 * k for k in range(40)]
+#: Tone frequencies of caller utterances (all below 8 kHz, so they survive the 16 kHz
+#: speech-to-text path); the test transcriber maps them back to words.
+UTTERANCE_HZ = [300.0 + 15.0 * k for k in range(400)]
 
 
 def utterance_words(k: int) -> str:
@@ -103,7 +104,7 @@ def utterance_words(k: int) -> str:
 
 def caller_tone(k: int, ms: float, rate: int, level: float = 0.3) -> AudioFrame:
     t = np.arange(round(rate * ms / 1000)) / rate
-    hz = UTTERANCE_HZ[k % len(UTTERANCE_HZ)]
+    hz = UTTERANCE_HZ[k]
     return AudioFrame.from_float(level * np.sin(2 * np.pi * hz * t), rate)
 
 
@@ -133,8 +134,10 @@ def transcribe_tone(samples: npt.NDArray[np.int16], rate: int = 16000) -> str:
     if peak < 20.0 * float(np.median(spec)):
         return ""
     hz = float(np.fft.rfftfreq(x.size, 1.0 / rate)[int(np.argmax(spec))])
-    k = int(np.argmin([abs(hz - f) for f in UTTERANCE_HZ]))
-    if abs(UTTERANCE_HZ[k] - hz) > 15.0:
+    k = round((hz - UTTERANCE_HZ[0]) / (UTTERANCE_HZ[1] - UTTERANCE_HZ[0]))
+    if not 0 <= k < len(UTTERANCE_HZ):
+        return ""
+    if abs(UTTERANCE_HZ[k] - hz) > 6.0:
         return ""
     return utterance_words(k)
 

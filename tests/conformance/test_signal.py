@@ -44,9 +44,12 @@ def test_foreign_audio_is_reported() -> None:
 
 def test_tone_transcriber_hears_words_only_in_utterances() -> None:
     rs = Resampler(24000, 16000)
-    for k in (0, 7, 39):
+    for k in (0, 7, 39, 40, 217, 399):
         audio = rs.push(caller_tone(k, 400, 24000))
         assert audio is not None
         assert transcribe_tone(audio.data[:, 0], 16000) == utterance_words(k)
     assert transcribe_tone(noise(200, 16000, seed=1).data[:, 0], 16000) == ""
     assert transcribe_tone(np.zeros(8000, np.int16), 16000) == ""
+    t = np.arange(2560) / 16000  # the short 180 Hz "mm-hm" of `Call.noise`
+    hum = (0.3 * 32767 * np.sin(2 * np.pi * 180 * t)).astype(np.int16)
+    assert transcribe_tone(hum, 16000) == ""
