@@ -36,6 +36,7 @@ from .events import (
     UserStateChanged,
     UserTranscribed,
 )
+from .output_buffer import BufferedAudioOutput, OutputBuffer
 from .resample import Resampler
 from .session import AgentSession
 from .tools import FunctionTool, function_tool
@@ -57,6 +58,7 @@ __all__ = [
     "Backend",
     "BackendErrorException",
     "BackendSession",
+    "BufferedAudioOutput",
     "Capabilities",
     "ConfigurationError",
     "Conversation",
@@ -69,6 +71,7 @@ __all__ = [
     "FunctionTool",
     "Message",
     "MetricsCollected",
+    "OutputBuffer",
     "QueuedAudioInput",
     "Resampler",
     "ResponseActiveError",
