@@ -58,3 +58,8 @@ clean:
 # Caller speech end -> first reply audio per phone path (Twilio, Telnyx, direct SIP).
 phone-latency: sysdeps $(STAMP)
 	$(PY) -m pytest tests/telephony/test_latency.py -m heavy -s -q
+
+# The whole-call conformance suite with its large budgets (long calls, state machine).
+.PHONY: conformance
+conformance: sysdeps $(STAMP)
+	$(PY) -m pytest -q tests/conformance -m 'heavy or not heavy'

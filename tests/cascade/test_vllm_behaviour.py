@@ -23,6 +23,7 @@ from duplex.agents import (
     AgentSession,
     AgentTranscribed,
     AudioFrame,
+    ConfigurationError,
     ConversationItemAdded,
     FunctionCallOutput,
     Message,
@@ -505,5 +506,31 @@ async def test_48k_stereo_caller_reaches_the_16k_stt(
         (audio,) = vllm_server.connections[0].generations
         got_ms = audio.size / 16
         assert speech.duration_ms <= got_ms <= speech.duration_ms + 200 + END_OF_TURN_MS + 100
+    finally:
+        await session.aclose()
+
+
+# --- live options ----------------------------------------------------------------------------
+async def test_update_options_reach_the_next_completion(
+    backend: VLLMRealtime, chat_server: ChatServer
+) -> None:
+    chat_server.script(Text("One."))
+    chat_server.script(Text("Two."))
+    session, _transport = await start(backend)
+    try:
+        first = session.next_event(AgentTranscribed, final_reply("one"))
+        await session.send_text("Hello.")
+        await within(first)
+        assert "temperature" not in chat_server.requests[0].body
+        await session.update_options(temperature=0.2, max_output_tokens=64, tool_choice="none")
+        second = session.next_event(AgentTranscribed, final_reply("two"))
+        await session.send_text("Again.")
+        await within(second)
+        body = chat_server.requests[1].body
+        assert body["temperature"] == 0.2 and body["max_tokens"] == 64
+        assert "tools" not in body  # tool_choice "none": no tools offered
+
+        with pytest.raises(ConfigurationError, match="voice"):
+            await session.update_options(voice="alloy")  # the voice is the TTS stage's
     finally:
         await session.aclose()

@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from duplex.agents.audio import AudioFrame
+
 from .server_conn import ServerConnection
 
 API_KEY = "sk-test-duplex-0123456789"
@@ -50,6 +52,8 @@ class Reply:
     status: str = "completed"
     #: Fault: after response.created, nothing (no output, no done) until cancelled.
     stall: bool = False
+    #: The reply's audio (24 kHz mono) instead of a tone; ``audio_ms`` is then its length.
+    audio: AudioFrame | None = None
 
     @property
     def speaks(self) -> bool:
@@ -90,6 +94,8 @@ class RealtimeTestServer:
         #: "before_response" (turn transcribed, before server VAD's response.created).
         self.holds: dict[str, asyncio.Event] = {}
         self.reached: dict[str, asyncio.Event] = {}
+        #: Makes the reply for a request nothing was scripted for (default: `Reply()`).
+        self.default_reply: Callable[[], Reply] = Reply
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -123,7 +129,7 @@ class RealtimeTestServer:
         return f"{prefix}_srv{next(self._ids):06d}"
 
     def next_reply(self) -> Reply:
-        return self.replies.popleft() if self.replies else Reply()
+        return self.replies.popleft() if self.replies else self.default_reply()
 
     def next_transcript(self) -> str | FailedTranscript:
         return self.transcripts.popleft() if self.transcripts else "hello"
@@ -162,6 +168,16 @@ class RealtimeTestServer:
         release = self.holds[point] = asyncio.Event()
         reached = self.reached[point] = asyncio.Event()
         return reached, release
+
+    def created_items(self, item_type: str, conn: int | None = None) -> list[dict[str, Any]]:
+        """Items of ``item_type`` the client created (``conversation.item.create``)."""
+        return [
+            e["item"]
+            for n, e in self.received
+            if e["type"] == "conversation.item.create"
+            and e["item"].get("type") == item_type
+            and (conn is None or n == conn)
+        ]
 
     async def send_raw(self, text: str) -> None:
         """Send a frame as is (no validation): malformed JSON, unknown events."""

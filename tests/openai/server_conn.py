@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -258,6 +259,12 @@ class ServerConnection:
                 )
                 await self._commit(item_id)
                 await self.server.hold_point("before_response")
+                cancelling = self.active
+                if cancelling is not None and cancelling.cancel_reason and cancelling.task:
+                    # Audio arrives here faster than real time: a reply this turn's speech
+                    # cancelled may not have ended yet, though the service would have ended
+                    # it long before the caller stopped speaking. Let it end first.
+                    await asyncio.wait({cancelling.task})
                 if td.get("create_response", True) and self.active is None and not self.closed:
                     self.start_response({}, None)
 

@@ -81,6 +81,13 @@ async def settled(server: RealtimeTestServer, session: AgentSession) -> None:
     assert [it.id for it in session.conversation] == wire(server)
 
 
+async def answered(server: RealtimeTestServer, replies: int) -> None:
+    """The server made ``replies`` replies (the barge-in turn is answered too) and is idle."""
+    await server.wait_until(
+        lambda: len(server.current.responses) == replies and server.current.active is None
+    )
+
+
 async def test_full_spoken_turn(server: RealtimeTestServer) -> None:
     server.transcripts.append("a large pizza please")
     server.replies.append(Reply(text="Coming right up.", audio_ms=800))
@@ -135,6 +142,7 @@ async def test_barge_in_truncates_to_what_was_played(server: RealtimeTestServer)
     truncate = server.of_type("conversation.item.truncate")[0]
     assert interrupted.played_ms >= 400 and truncate["audio_end_ms"] == int(interrupted.played_ms)
     assert truncate["item_id"] == interrupted.item_id
+    await answered(server, 2)
     await settled(server, session)
     item = session.conversation.get(interrupted.item_id or "")
     assert isinstance(item, Message) and item.truncated_ms == truncate["audio_end_ms"]
@@ -154,6 +162,7 @@ async def test_barge_in_before_any_audio_was_heard_deletes_the_reply(
     reply_id = server.current.responses[-1].output[0]["id"]
     transport.push(utterance("no", rate=48000))
     await server.wait_until(lambda: bool(server.of_type("conversation.item.delete")))
+    await answered(server, 2)
     await settled(server, session)
     assert reply_id not in wire(server)
     assert reply_id not in session.conversation

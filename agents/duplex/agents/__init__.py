@@ -38,6 +38,7 @@ from .events import (
     UserStateChanged,
     UserTranscribed,
 )
+from .output_buffer import BufferedAudioOutput, OutputBuffer
 from .resample import Resampler
 from .session import AgentSession
 from .tools import FunctionTool, function_tool
@@ -60,6 +61,7 @@ __all__ = [
     "Backend",
     "BackendErrorException",
     "BackendSession",
+    "BufferedAudioOutput",
     "Capabilities",
     "ConfigurationError",
     "Conversation",
@@ -73,6 +75,7 @@ __all__ = [
     "FunctionTool",
     "Message",
     "MetricsCollected",
+    "OutputBuffer",
     "QueuedAudioInput",
     "Reconnected",
     "Reconnecting",

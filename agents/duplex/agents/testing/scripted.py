@@ -17,6 +17,7 @@ from typing import Any
 
 from ..audio import AudioFrame, FrameChunker
 from ..backend import (
+    UNCHANGED,
     AudioDelta,
     Backend,
     BackendError,
@@ -95,6 +96,8 @@ class ScriptedSession(BackendSession):
         self.handles: list[ResponseHandle] = []
         self.instructions = ""
         self.tools: list[FunctionTool] = []
+        #: Options changed live through `update_options`.
+        self.options: dict[str, Any] = {}
         self._events: asyncio.Queue[BackendEvent | object] = asyncio.Queue()
         self._active: tuple[str, asyncio.Task[None]] | None = None
         self._release = asyncio.Event()
@@ -103,6 +106,10 @@ class ScriptedSession(BackendSession):
         self._item_audio_ms: dict[str, float] = {}
         self._item_text: dict[str, str] = {}
         self._active_item: str | None = None
+        #: Item id -> ItemAdded/ItemUpdated events emitted but not yet consumed by the session.
+        self._undelivered: dict[str, int] = {}
+        #: Items whose ItemAdded the session has not consumed yet.
+        self._unseen: set[str] = set()
 
     # recording --------------------------------------------------------------------------
     async def _record(self, method: str, **args: Any) -> None:
@@ -127,6 +134,10 @@ class ScriptedSession(BackendSession):
 
     def emit(self, event: BackendEvent) -> None:
         """Inject an event, e.g. server VAD's `SpeechStarted`."""
+        if isinstance(event, (ItemAdded, ItemUpdated)):
+            self._undelivered[event.item.id] = self._undelivered.get(event.item.id, 0) + 1
+        if isinstance(event, ItemAdded):
+            self._unseen.add(event.item.id)
         self._events.put_nowait(event)
 
     def speech_started(self) -> None:
@@ -182,8 +193,29 @@ class ScriptedSession(BackendSession):
         self.tools = list(tools)
         await self._record("update_tools", names=[t.name for t in tools])
 
+    async def update_options(self, **changes: Any) -> None:
+        """Recorded, like every call; only the options actually given are kept."""
+        given = {k: v for k, v in changes.items() if v is not None and v is not UNCHANGED}
+        self.options.update(given)
+        await self._record("update_options", **given)
+
     async def sync(self, conversation: Conversation) -> None:
-        ops = diff(self.mirror, conversation.items)
+        # Like a real backend: what the session has not consumed yet is not undone. An item
+        # with updates in flight (a reply still streaming) is taken as the server holds it;
+        # one whose ItemAdded is in flight is kept where the server has it.
+        held = {it.id: it for it in self.mirror}
+        local = [
+            held[it.id] if self._undelivered.get(it.id) and it.id in held else it
+            for it in conversation.items
+        ]
+        ids = {it.id for it in local}
+        for idx, m in enumerate(self.mirror):
+            if m.id in self._unseen and m.id not in ids:
+                before = [p.id for p in self.mirror[:idx] if p.id in ids]
+                pos = 0 if not before else [it.id for it in local].index(before[-1]) + 1
+                local.insert(pos, m)
+                ids.add(m.id)
+        ops = diff(self.mirror, local)
         await self._record("sync", ops=ops)
         self.mirror = apply(self.mirror, ops)
         for op in ops:
@@ -254,6 +286,14 @@ class ScriptedSession(BackendSession):
     async def events(self) -> AsyncIterator[BackendEvent]:
         while True:
             ev = await self._events.get()
+            if isinstance(ev, ItemAdded):
+                self._unseen.discard(ev.item.id)
+            if isinstance(ev, (ItemAdded, ItemUpdated)):
+                left = self._undelivered.get(ev.item.id, 1) - 1
+                if left > 0:
+                    self._undelivered[ev.item.id] = left
+                else:
+                    self._undelivered.pop(ev.item.id, None)
             if ev is _CLOSE:
                 return
             yield ev  # type: ignore[misc]
