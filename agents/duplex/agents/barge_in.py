@@ -125,7 +125,7 @@ class BargeIn:
 
     def _cut(
         self, targets: list[Reply], onset_at: float | None, stopped_at: float, source: str
-    ) -> None:
+    ) -> list[asyncio.Task[None]]:
         s = self.s
         playout = s.playout
         assert playout is not None
@@ -140,8 +140,7 @@ class BargeIn:
         # With interrupt_response the server cancels on the caller's speech itself; a second
         # cancel from us would race its response.done and be refused.
         server_cancels = source != "api" and s.server_interrupts
-        for r in targets:
-            s.spawn(s.settle(r, cancel=not server_cancels), "settle")
+        return [s.spawn(s.settle(r, cancel=not server_cancels), "settle") for r in targets]
 
     @staticmethod
     def _cut_item(targets: list[Reply]) -> tuple[str | None, float]:
@@ -157,18 +156,24 @@ class BargeIn:
             verdict = await pending.verdict
         except asyncio.CancelledError:
             return
-        await self._resolve(pending, verdict)
+        # Off the event path: the cut may wait for its settling, so the reply for this turn
+        # (asked for once `finished` is set) is built on a conversation that shows the cut.
+        await self._resolve(pending, verdict, settle=True)
 
-    async def _resolve(self, pending: PendingInterruption, verdict: Verdict) -> None:
+    async def _resolve(
+        self, pending: PendingInterruption, verdict: Verdict, *, settle: bool = False
+    ) -> None:
         if pending.resolved:
             return
         pending.resolved = True
         try:
-            await self._act(pending, verdict)
+            await self._act(pending, verdict, settle=settle)
         finally:
             pending.finished.set()
 
-    async def _act(self, pending: PendingInterruption, verdict: Verdict) -> None:
+    async def _act(
+        self, pending: PendingInterruption, verdict: Verdict, *, settle: bool = False
+    ) -> None:
         s = self.s
         playout = s.playout
         assert playout is not None
@@ -190,7 +195,9 @@ class BargeIn:
         targets = [r for r in pending.replies if not r.interrupted] + late
         await playout.stop()
         if targets:
-            self._cut(targets, pending.onset_at, pending.paused_at, pending.source)
+            settling = self._cut(targets, pending.onset_at, pending.paused_at, pending.source)
+            if settle:
+                await asyncio.gather(*settling, return_exceptions=True)
         if s.caps.server_vad and s.server_replies and not pending.answered:
             # The server did not answer the turn (a reply was still active): ask for one.
             s.spawn(s.reply_for_turn(speech_end_at=s.replies.next_speech_end_at), "barge-in-reply")
