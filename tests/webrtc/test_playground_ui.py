@@ -135,6 +135,10 @@ async def test_playground_tells_the_truth_call_after_call(tmp_path: Path) -> Non
 
             # A typed turn: latency too, and captions that grow as the reply is heard.
             # The snapshot is taken in the page, 250 ms after the reply became audible.
+            # The page tells replies apart by 300 ms of quiet; "listening" is sent when the
+            # server's buffer drains, while the page's jitter buffer still plays the tail,
+            # so the caller pauses a moment before typing (as a person would).
+            await page.evaluate("new Promise(r => setTimeout(r, 600))")
             since = await n_events(page)
             await page.evaluate(
                 "void (window.midReply = duplexTest.waitFor(m => m.type === 'agent_state'"

@@ -275,7 +275,7 @@ class WhisperSTT(STT):
         compute_type: str = "int8",
         cpu_threads: int = 2,
         language: str | None = None,
-        settle_ms: float = 160.0,
+        settle_ms: float = 250.0,
         max_piece_s: float = 5.0,
         interim_every_s: float | None = 1.0,
         quiet_db: float = 25.0,
