@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .tool_provider import ToolProvider
 from .tools import FunctionTool, build_tool, find_tools
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ class Agent:
         *,
         instructions: str | None = None,
         tools: Sequence[Callable[..., Any] | FunctionTool] = (),
+        mcp_servers: Sequence[ToolProvider] = (),
     ) -> None:
         if instructions is not None:
             self.instructions = instructions
@@ -30,6 +32,8 @@ class Agent:
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"duplicate tool names: {sorted(dupes)}")
+        #: Started with the session; their tools join this agent's (`duplex.plugins.mcp`).
+        self.mcp_servers: list[ToolProvider] = list(mcp_servers)
 
     @property
     def tools(self) -> list[FunctionTool]:

@@ -59,7 +59,9 @@ from .metrics import emit_turn_metrics
 from .playout import Playout
 from .responses import ReplyPolicy, ResponseState, ResponseTracker
 from .tasks import TaskSet
+from .tool_provider import ProviderTools
 from .tool_runner import ToolRunner
+from .tools import FunctionTool
 from .transport import Transport
 from .vad import VAD, EnergyVAD, SpeechEnd, SpeechStart, TurnDetector, TurnOptions
 
@@ -104,6 +106,9 @@ class AgentSession:
         self._responses = ResponseTracker()
         self._tools = ToolRunner(agent.tools, self._on_tool_output)
         self._control = asyncio.Lock()
+        self._providers = ProviderTools(
+            agent.mcp_servers, agent.tools, self._provider_tools_changed
+        )
         self._tasks = TaskSet(
             lambda name, exc: self._emit_transport(SessionError("internal_error", repr(exc), True))
         )
@@ -160,9 +165,11 @@ class AgentSession:
     async def start(self, transport: Transport) -> None:
         self._transport = transport
         await transport.start()
+        tools = await self._providers.start()
+        self._tools.set_tools(tools)
         self._backend = await self.backend.connect(
             instructions=self.agent.instructions,
-            tools=self.agent.tools,
+            tools=tools,
             conversation=self.conversation,
         )
         out = transport.audio_output
@@ -223,6 +230,13 @@ class AgentSession:
         async with self._control:
             await self.backend_session.update_instructions(text)
 
+    async def _provider_tools_changed(self, tools: list[FunctionTool]) -> None:
+        """An MCP server changed its tool list mid-call: the model sees the new list."""
+        self._tools.set_tools(tools)
+        if self._backend is not None:
+            async with self._control:
+                await self._backend.update_tools(tools)
+
     async def sync(self) -> None:
         """Push edits made to `conversation` by application code to the backend."""
         await self._sync()
@@ -233,6 +247,7 @@ class AgentSession:
             return
         self._closing = True
         await self._tools.aclose()
+        await self._providers.aclose()
         await self._tasks.cancel_all()
         if self._playout is not None:
             await self._playout.aclose()
