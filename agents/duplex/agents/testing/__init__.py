@@ -8,6 +8,7 @@ await session.start(transport)
 ```
 """
 
+from .clock import ManualScheduler
 from .memory import (
     MemoryAudioInput,
     MemoryAudioOutput,
@@ -21,6 +22,7 @@ from .scripted import Call, Reply, ScriptedBackend, ScriptedCall, ScriptedSessio
 
 __all__ = [
     "Call",
+    "ManualScheduler",
     "MemoryAudioInput",
     "MemoryAudioOutput",
     "MemoryTransport",
