@@ -55,4 +55,4 @@ def test_quick_run_for_duplex_writes_a_table_with_numbers(tmp_path: Path) -> Non
     (saved,) = json.loads((tmp_path / "raw" / md.stem / "rows.json").read_text())
     assert saved["started"] == 2 and saved["replies"] >= 1
     assert saved["cpu_per_session_s"] > 0
-    assert saved["input_ms"]["p50"] >= 0 and saved["output_ms"]["p50"] >= 0
+    assert all(isinstance(saved[k]["p50"], (int, float)) for k in ("input_ms", "output_ms"))

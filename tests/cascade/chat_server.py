@@ -15,6 +15,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,8 @@ class Served:
     #: Set when the client went away before the stream ended (a cancelled reply).
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when the handler is over, however it ended (finished, cut, failed, disconnected).
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ChatServer:
@@ -75,6 +78,10 @@ class ChatServer:
         self.requests: list[Served] = []
         #: Answer the next request with this HTTP status and body instead of a stream.
         self.http_error: tuple[int, dict[str, Any]] | None = None
+        #: Makes the script of a request nothing was scripted for (default: ``[Text("OK.")]``).
+        self.default_script: Callable[[], list[Step]] = lambda: [Text("OK.")]
+        #: Called with each request as it arrives (e.g. to snapshot the client's state).
+        self.on_request: Callable[[Served], None] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -121,11 +128,19 @@ class ChatServer:
         body = await request.json()
         served = Served(body, dict(request.headers))
         self.requests.append(served)
+        if self.on_request is not None:
+            self.on_request(served)
+        try:
+            return await self._serve(request, served)
+        finally:
+            served.ended.set()
+
+    async def _serve(self, request: web.Request, served: Served) -> web.StreamResponse:
         if self.http_error is not None:
             status, payload = self.http_error
             self.http_error = None
             return web.json_response(payload, status=status)
-        steps = self.scripts.pop(0) if self.scripts else [Text("OK.")]
+        steps = self.scripts.pop(0) if self.scripts else self.default_script()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         cid = f"chatcmpl-{uuid.uuid4().hex}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +30,23 @@ class SpeechLog:
 
 
 class SpeechServer:
-    def __init__(self, chunk_bytes: int = 4096) -> None:
-        from duplex.plugins.piper import default_voice, load_voice
+    def __init__(
+        self,
+        chunk_bytes: int = 4096,
+        *,
+        synth: Callable[[str], bytes] | None = None,
+        rate: int = 24000,
+    ) -> None:
+        #: Speaks instead of Piper when given (PCM16 at ``rate``), e.g. audio a test can decode.
+        self.synth = synth
+        if synth is None:
+            from duplex.plugins.piper import default_voice, load_voice
 
-        model, config = default_voice()
-        self.voice = load_voice(model, config)
-        self.rate: int = int(self.voice.config.sample_rate)
+            model, config = default_voice()
+            self.voice = load_voice(model, config)
+            self.rate: int = int(self.voice.config.sample_rate)
+        else:
+            self.rate = rate
         self.chunk_bytes = chunk_bytes
         self.log = SpeechLog()
         #: Fault: fail the next this-many requests.
@@ -43,6 +55,8 @@ class SpeechServer:
         self.url = ""
 
     def pcm(self, text: str) -> bytes:
+        if self.synth is not None:
+            return self.synth(text)
         from piper import SynthesisConfig
 
         repeatable = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)

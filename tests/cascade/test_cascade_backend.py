@@ -45,16 +45,15 @@ class Call_:
 
     def __init__(self, session: CascadeSession, log: EventLog, conv: Conversation) -> None:
         self.session, self.log, self.conv = session, log, conv
+        self._applied = 0
 
     def apply(self) -> None:
-        """Mirror item events into the local conversation, as AgentSession does."""
-        for ev in self.log.events:
-            if isinstance(ev, ItemAdded) and ev.item.id not in self.conv:
-                self.conv.append(ev.item)
-            elif isinstance(ev, ItemUpdated) and ev.item.id in self.conv:
-                self.conv.replace(ev.item)
-            elif isinstance(ev, ItemDeleted):
-                self.conv.remove(ev.item_id)
+        """Mirror the item events not applied yet into the local conversation, as
+        AgentSession does."""
+        for ev in self.log.events[self._applied :]:
+            if isinstance(ev, (ItemAdded, ItemUpdated, ItemDeleted)):
+                self.conv.apply(ev)
+        self._applied = len(self.log.events)
 
 
 @pytest.fixture

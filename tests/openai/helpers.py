@@ -36,18 +36,8 @@ class Collector:
 
     async def _run(self) -> None:
         async for ev in self.session.events():
-            if isinstance(ev, ItemAdded):
-                if ev.item.id not in self.conversation:
-                    if ev.previous_item_id is not None:
-                        self.conversation.insert_after(ev.previous_item_id, ev.item)
-                    else:
-                        self.conversation.append(ev.item)  # as AgentSession does
-                else:
-                    self.conversation.replace(ev.item)
-            elif isinstance(ev, ItemUpdated):
-                self.conversation.replace(ev.item)
-            elif isinstance(ev, ItemDeleted):
-                self.conversation.remove(ev.item_id)
+            if isinstance(ev, (ItemAdded, ItemUpdated, ItemDeleted)):
+                self.conversation.apply(ev)  # as AgentSession does
             self.events.append(ev)
             self._changed.set()
             self._changed = asyncio.Event()

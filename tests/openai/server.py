@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from duplex.agents.audio import AudioFrame
+
 from .server_conn import ServerConnection
 
 API_KEY = "sk-test-duplex-0123456789"
@@ -47,6 +49,8 @@ class Reply:
     chunk_ms: int = 100
     #: Finish with this status instead of "completed" (e.g. "failed").
     status: str = "completed"
+    #: The reply's audio (24 kHz mono) instead of a tone; ``audio_ms`` is then its length.
+    audio: AudioFrame | None = None
 
     @property
     def speaks(self) -> bool:
@@ -79,6 +83,8 @@ class RealtimeTestServer:
         #: Start a server-initiated response just before handling the next response.create.
         self.race_next_create = False
         self.handshakes: list[dict[str, Any]] = []
+        #: Makes the reply for a request nothing was scripted for (default: `Reply()`).
+        self.default_reply: Callable[[], Reply] = Reply
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -111,7 +117,7 @@ class RealtimeTestServer:
         return f"{prefix}_srv{next(self._ids):06d}"
 
     def next_reply(self) -> Reply:
-        return self.replies.popleft() if self.replies else Reply()
+        return self.replies.popleft() if self.replies else self.default_reply()
 
     def next_transcript(self) -> str | FailedTranscript:
         return self.transcripts.popleft() if self.transcripts else "hello"
@@ -136,6 +142,16 @@ class RealtimeTestServer:
 
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [e for _, e in self.received if e["type"] == event_type]
+
+    def created_items(self, item_type: str, conn: int | None = None) -> list[dict[str, Any]]:
+        """Items of ``item_type`` the client created (``conversation.item.create``)."""
+        return [
+            e["item"]
+            for n, e in self.received
+            if e["type"] == "conversation.item.create"
+            and e["item"].get("type") == item_type
+            and (conn is None or n == conn)
+        ]
 
     async def send_raw(self, text: str) -> None:
         """Send a frame as is (no validation): malformed JSON, unknown events."""

@@ -253,9 +253,13 @@ class ServerResponse:
         said: list[str] = []
         for k in range(n_chunks):
             ms = min(r.chunk_ms, r.audio_ms - k * r.chunk_ms)
-            t = np.arange(int(rate * ms / 1000)) / rate
-            pcm = (0.2 * np.sin(2 * np.pi * 330 * t) * 32767).astype(np.int16)
-            frame = AudioFrame(pcm, rate)
+            if r.audio is not None and rate == r.audio.sample_rate:
+                start = round(rate * k * r.chunk_ms / 1000)
+                frame = r.audio.slice(start, start + round(rate * ms / 1000))
+            else:
+                t = np.arange(int(rate * ms / 1000)) / rate
+                pcm = (0.2 * np.sin(2 * np.pi * 330 * t) * 32767).astype(np.int16)
+                frame = AudioFrame(pcm, rate)
             if c.output_format == "pcm16":
                 payload = frame.to_pcm16()
             else:

@@ -15,7 +15,7 @@ from duplex.agents.backend import (
     TextDelta,
 )
 from duplex.agents.conversation import Conversation, FunctionCall, Message, TextPart
-from duplex.agents.errors import BackendErrorException, ResponseActiveError
+from duplex.agents.errors import BackendErrorException
 from duplex.backends.openai import OpenAIResponseHandle
 
 from .helpers import Collector, backend, ids
@@ -79,30 +79,23 @@ async def test_keep_both_queues_and_sends_after_the_active_one(server: RealtimeT
     await col.aclose()
 
 
-async def test_cancel_new_refuses_a_second_request(server: RealtimeTestServer) -> None:
+async def test_response_policy_is_a_deprecated_alias_that_only_queues(
+    server: RealtimeTestServer,
+) -> None:
+    """The session owns the reply policy: the backend's old option warns and changes nothing
+    (a second request waits for the active one; nothing is cancelled or refused)."""
     hold = Reply(hold_after_ms=100)
-    server.replies.append(hold)
-    session, col = await connect(server, response_policy="cancel_new")
-    first = await session.create_response()
-    await asyncio.wait_for(first.created, 5)
-    second = await session.create_response()
-    with pytest.raises(ResponseActiveError):
-        await second.created
-    hold.release.set()
-    assert (await asyncio.wait_for(first.done, 5)).status == "completed"
-    await session.aclose()
-    await col.aclose()
-
-
-async def test_cancel_existing_cancels_then_sends(server: RealtimeTestServer) -> None:
-    server.replies.extend([Reply(hold_after_ms=100), Reply(text="New one.")])
-    session, col = await connect(server, response_policy="cancel_existing")
+    server.replies.extend([hold, Reply(text="Second.")])
+    with pytest.warns(DeprecationWarning, match="reply_policy"):
+        session, col = await connect(server, response_policy="cancel_existing")
     first = await session.create_response()
     await col.wait_for(AudioDelta)
     second = await session.create_response()
-    assert (await asyncio.wait_for(first.done, 5)).status == "cancelled"
+    assert len(server.of_type("response.create")) == 1
+    hold.release.set()
+    assert (await asyncio.wait_for(first.done, 5)).status == "completed"
     assert (await asyncio.wait_for(second.done, 5)).status == "completed"
-    assert len(server.of_type("response.cancel")) == 1
+    assert server.of_type("response.cancel") == []
     assert sum(server.errors_sent.values()) == 0
     await session.aclose()
     await col.aclose()

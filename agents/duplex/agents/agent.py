@@ -16,16 +16,29 @@ class Agent:
     """Subclass it; set ``instructions`` and decorate methods with `@function_tool`."""
 
     instructions: str = "You are a helpful voice assistant. Keep answers short."
+    #: Interruption options for this agent; None falls back to the session's setting.
+    allow_interruptions: bool | None = None
+    min_interruption_ms: float | None = None
+    resume_false_interruption: bool | None = None
 
     def __init__(
         self,
         *,
         instructions: str | None = None,
         tools: Sequence[Callable[..., Any] | FunctionTool] = (),
+        allow_interruptions: bool | None = None,
+        min_interruption_ms: float | None = None,
+        resume_false_interruption: bool | None = None,
         mcp_servers: Sequence[ToolProvider] = (),
     ) -> None:
         if instructions is not None:
             self.instructions = instructions
+        if allow_interruptions is not None:
+            self.allow_interruptions = allow_interruptions
+        if min_interruption_ms is not None:
+            self.min_interruption_ms = min_interruption_ms
+        if resume_false_interruption is not None:
+            self.resume_false_interruption = resume_false_interruption
         extra = [t if isinstance(t, FunctionTool) else build_tool(t) for t in tools]
         self._tools = find_tools(self) + extra
         names = [t.name for t in self._tools]

@@ -15,7 +15,17 @@ from typing import Any, Literal, TypeAlias
 
 from .audio import AudioFrame
 from .conversation import Conversation, Item
+from .errors import ConfigurationError
 from .tools import FunctionTool
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: `BackendSession.update_options` default for options where None has a meaning.
+UNCHANGED: Any = _Unchanged()
 
 ToolChoice: TypeAlias = Literal["auto", "none", "required"] | str
 ResponseStatus = Literal["completed", "cancelled", "failed", "incomplete"]
@@ -232,6 +242,26 @@ class BackendSession(ABC):
 
     @abstractmethod
     async def update_tools(self, tools: Sequence[FunctionTool]) -> None: ...
+
+    async def update_options(
+        self,
+        *,
+        voice: str | None = None,
+        turn_detection: Any = UNCHANGED,
+        temperature: float | None = None,
+        tool_choice: ToolChoice | None = None,
+        max_output_tokens: int | Literal["inf"] | None = None,
+        modalities: Sequence[str] | None = None,
+        server_interrupts: bool | None = None,
+    ) -> None:
+        """Change what a live session can change; None (or `UNCHANGED`) keeps a setting.
+
+        ``turn_detection`` is the backend's own turn-detection option (None turns the
+        server's VAD off); ``server_interrupts`` says whether the server's VAD may cancel
+        a reply on caller speech by itself. A backend raises `ConfigurationError` for what
+        it cannot change (e.g. the voice once audio was produced).
+        """
+        raise ConfigurationError(f"{type(self).__name__} cannot change options live")
 
     @abstractmethod
     async def sync(self, conversation: Conversation) -> None:

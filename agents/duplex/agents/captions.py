@@ -36,6 +36,13 @@ class Captions:
         self._streamed.pop(item.id, None)
         return AgentTranscribed(item.id, item.text, True)
 
+    def release(self, item: Message) -> AgentTranscribed | None:
+        """An item of a cut reply that was heard in full: its caption is its whole text."""
+        if item.id not in self._cut_pending or not item.complete:
+            self._cut_pending.discard(item.id)
+            return None
+        return self.settled(item.id, item.text)
+
     def settled(self, item_id: str, heard_text: str) -> AgentTranscribed:
         """The cut is done without a server update (deleted unheard, or no truncation)."""
         self._cut_pending.discard(item_id)

@@ -177,6 +177,37 @@ class Conversation:
                 return self._items.pop(i)
         return None
 
+    def apply(self, event: object) -> Literal["added", "updated", "deleted"] | None:
+        """Mirror a backend's ItemAdded / ItemUpdated / ItemDeleted; returns what changed.
+
+        An update of an item no longer held is ignored (a late update must not revive a
+        deleted item); an ItemAdded of an item already held replaces it in place.
+        """
+        from .backend import ItemAdded, ItemDeleted, ItemUpdated
+
+        if isinstance(event, ItemAdded):
+            item = event.item
+            existing = self.get(item.id)
+            if existing is None:
+                if event.previous_item_id is not None:
+                    self.insert_after(event.previous_item_id, item)
+                else:
+                    self.append(item)
+                return "added"
+            if existing == item:
+                return None
+            self.replace(item)
+            return "updated"
+        if isinstance(event, ItemUpdated):
+            existing = self.get(event.item.id)
+            if existing is None or existing == event.item:
+                return None
+            self.replace(event.item)
+            return "updated"
+        if isinstance(event, ItemDeleted):
+            return "deleted" if self.remove(event.item_id) is not None else None
+        raise TypeError(f"not an item event: {type(event).__name__}")
+
     def add_message(self, role: Role, text: str) -> Message:
         msg = Message.text_message(role, text)
         self.append(msg)

@@ -15,7 +15,11 @@ Handler = Callable[[E], Awaitable[None] | None]
 
 
 class Emitter:
-    """Synchronous fan-out; coroutine handlers run as tasks so one slow handler blocks nothing."""
+    """Synchronous fan-out; coroutine handlers run as tasks so one slow handler blocks nothing.
+
+    Handlers and waiters match by one rule: ``isinstance(event, event_type)``, so a
+    subscription to a base class sees its subclasses too.
+    """
 
     def __init__(self) -> None:
         self._handlers: dict[type[Any], list[Handler[Any]]] = {}
@@ -36,7 +40,10 @@ class Emitter:
         return off
 
     def emit(self, event: object) -> None:
-        for handler in list(self._handlers.get(type(event), ())):
+        matching = [
+            h for etype, hs in self._handlers.items() if isinstance(event, etype) for h in hs
+        ]
+        for handler in matching:
             try:
                 result = handler(event)
             except Exception:

@@ -85,8 +85,11 @@ class MetricsCollected:
 class AgentInterrupted:
     item_id: str | None
     played_ms: float
-    #: Speech onset -> playout stopped.
+    #: Speech onset -> playout stopped (or paused).
     latency_ms: float
+    #: True when it was a false interruption and the reply resumed where it paused
+    #: (nothing was cut); False when the reply was cut to ``played_ms`` of ``item_id``.
+    resumed: bool = False
 
 
 @dataclass(frozen=True)

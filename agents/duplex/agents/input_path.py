@@ -7,8 +7,10 @@ frame goes, because the server's VAD needs the silence too.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .audio import AudioFrame
@@ -19,6 +21,8 @@ from .vad import SpeechEnd, SpeechStart, TurnDetector
 logger = logging.getLogger("duplex.agents.input")
 
 Push = Callable[[AudioFrame], Awaitable[None]]
+#: Frames whose capture time is remembered (a minute of 20 ms frames).
+_CLOCK_FRAMES = 3000
 
 
 class InputPath:
@@ -43,6 +47,11 @@ class InputPath:
         self._resampler: Resampler | None = None
         self.frames_in = 0
         self.rejected = 0
+        #: Milliseconds of caller audio processed (the axis server VAD positions count on).
+        self.position_ms = 0.0
+        self._ends: deque[float] = deque(maxlen=_CLOCK_FRAMES)  # position at each frame's end
+        self._arrivals: deque[float] = deque(maxlen=_CLOCK_FRAMES)  # when that frame arrived
+        self._arrived_at = time.monotonic()
 
     def _convert(self, frame: AudioFrame) -> AudioFrame | None:
         r = self._resampler
@@ -56,14 +65,25 @@ class InputPath:
             )
         return r.push(frame)
 
+    def capture_time(self, position_ms: float) -> float:
+        """Monotonic time at which the caller audio at ``position_ms`` was captured.
+
+        A frame's last sample arrived with it; earlier samples of the frame were
+        captured that much before. Positions outside the remembered window are
+        extrapolated from the nearest frame.
+        """
+        if not self._ends:
+            return time.monotonic() - max(0.0, self.position_ms - position_ms) / 1000.0
+        i = min(bisect.bisect_left(self._ends, position_ms), len(self._ends) - 1)
+        return self._arrivals[i] - (self._ends[i] - position_ms) / 1000.0
+
     def wall_time_of(self, audio_ms: float) -> float:
-        """Monotonic time at which the audio at ``audio_ms`` arrived (for latency metrics)."""
-        if self.detector is None:
-            return time.monotonic()
-        return time.monotonic() - max(0.0, self.detector.audio_ms - audio_ms) / 1000.0
+        """Alias of `capture_time` (kept for callers of the first release)."""
+        return self.capture_time(audio_ms)
 
     async def run(self, frames: AsyncIterator[AudioFrame]) -> None:
         async for frame in frames:
+            self._arrived_at = time.monotonic()
             self.frames_in += 1
             try:
                 out = self._convert(frame)
@@ -77,6 +97,9 @@ class InputPath:
 
     async def process(self, out: AudioFrame) -> None:
         """One frame already at the backend rate, mono."""
+        self.position_ms += out.duration_ms
+        self._ends.append(self.position_ms)
+        self._arrivals.append(self._arrived_at)
         if self._stream_all:
             await self._push(out)
         det = self.detector
@@ -91,12 +114,12 @@ class InputPath:
                     for f in ev.prefix:
                         await self._push(f)
                     pushed = True
-                await self._on_start(ev, self.wall_time_of(ev.at_ms))
+                await self._on_start(ev, self.capture_time(ev.at_ms))
             else:
                 if not pushed and was_speaking:
                     await self._push(out)
                     pushed = True
-                await self._on_end(ev, self.wall_time_of(ev.at_ms))
+                await self._on_end(ev, self.capture_time(ev.at_ms))
         if not pushed and det.speaking:
             await self._push(out)
         await self._on_frame()

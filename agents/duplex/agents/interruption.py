@@ -1,76 +1,78 @@
-"""After a barge-in: cancel the reply, then make the conversation hold only what was heard.
+"""A barge-in held pending: playback paused until the caller's words decide it.
 
-Kept apart from the session because its order matters and is easy to get wrong:
-cancel first (only if the reply is still live), wait for the reply to end, then
-truncate what was partly heard and delete what was not heard at all (a
-truncate to 0 ms is rejected by realtime servers).
+With ``resume_false_interruption`` the session pauses the output when the caller
+starts speaking over a reply. Words transcribed make it a real interruption (the
+reply is cut to what was heard); a final transcript without words, or silence for
+``false_interruption_timeout`` after the caller stopped, make it a false one (the
+reply resumes where it paused and nothing is truncated).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from .backend import BackendSession
-from .conversation import Conversation, Message
-from .errors import BackendErrorException
-from .responses import ResponseState
+from .reply import Reply
 
-#: How long to wait for a cancelled reply to end before cutting its items anyway.
-CANCEL_SETTLE_S = 5.0
+Verdict = Literal["real", "false"]
 
 
-@dataclass(frozen=True)
-class Cut:
-    """Per assistant item: milliseconds to keep, or deletion."""
+@dataclass(eq=False)
+class PendingInterruption:
+    replies: list[Reply]
+    onset_at: float | None
+    paused_at: float
+    source: str
+    #: Replies requested (not started) when it paused: stale if the interruption is real.
+    requests: list[Reply] = field(default_factory=list)
+    #: The server answered the caller's turn itself (server VAD's create_response).
+    answered: bool = False
+    verdict: asyncio.Future[Verdict] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    _timer: asyncio.Task[None] | None = None
 
-    truncate: dict[str, int] = field(default_factory=dict)
-    delete: tuple[str, ...] = ()
+    @property
+    def decided(self) -> bool:
+        return self.verdict.done()
 
+    def decide(self, verdict: Verdict) -> bool:
+        """Settle the verdict once; True when this call settled it."""
+        if self.verdict.done():
+            return False
+        self.verdict.set_result(verdict)
+        if self._timer is not None:
+            self._timer.cancel()
+        return True
 
-def plan_cut(conversation: Conversation, item_ids: list[str], heard: dict[str, float]) -> Cut:
-    """Which items to truncate and which to delete, from the milliseconds heard of each."""
-    truncate: dict[str, int] = {}
-    delete: list[str] = []
-    for item_id in dict.fromkeys([*item_ids, *heard]):
-        item = conversation.get(item_id)
-        if not isinstance(item, Message) or item.role != "assistant":
-            continue
-        played = int(heard.get(item_id, 0.0))
-        if played > 0:
-            truncate[item_id] = played
-        else:
-            delete.append(item_id)
-    return Cut(truncate, tuple(delete))
+    def on_transcript(self, text: str, final: bool) -> None:
+        if text.strip():
+            self.decide("real")
+        elif final:
+            self.decide("false")
 
+    def speech_ended(self, timeout: float) -> None:
+        """The caller stopped: without words within ``timeout`` it was a false interruption."""
+        if self.decided:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
 
-async def settle_interrupted(
-    backend: BackendSession,
-    control: asyncio.Lock,
-    conversation: Conversation,
-    resp: ResponseState,
-    heard: dict[str, float],
-    *,
-    cancel: bool,
-    truncation: bool,
-    on_error: Callable[[BackendErrorException], None],
-) -> Cut:
-    """What was cut; items in ``Cut.delete`` were removed locally (the caller syncs that)."""
-    async with control:
-        if cancel and not resp.done.is_set():
-            await backend.cancel_response()
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(resp.done.wait(), CANCEL_SETTLE_S)
-    cut = plan_cut(conversation, resp.items, heard)
-    if truncation:
-        for item_id, ms in cut.truncate.items():
-            async with control:
-                try:
-                    await backend.truncate(item_id, ms)
-                except BackendErrorException as e:
-                    on_error(e)
-    for item_id in cut.delete:
-        conversation.remove(item_id)
-    return cut
+        async def wait() -> None:
+            await asyncio.sleep(timeout)
+            self.decide("false")
+
+        self._timer = asyncio.get_running_loop().create_task(wait())
+
+    def speech_resumed(self) -> None:
+        """The caller spoke again before the timeout: wait for their next pause."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.verdict.done():
+            self.verdict.cancel()

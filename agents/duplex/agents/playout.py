@@ -1,7 +1,10 @@
 """Playout: feeds reply audio to the transport and knows how much of each item was heard.
 
-Back-pressure from `AudioOutput.write` paces it, so only a frame or two sits in
-the transport; stopping cancels the pending write and clears that small buffer.
+Every frame it writes gets a span on one stream axis; the transport's output
+buffer says how much of that axis the caller has heard (written minus not yet
+heard), so the heard milliseconds of an item are the overlap of its span with
+the heard part. Back-pressure from `AudioOutput.write` paces it; `stop` cancels
+the pending write and clears the transport, `pause`/`resume` hold it.
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,14 +21,9 @@ from .audio import AudioFrame, FrameChunker
 from .resample import Resampler
 from .transport import AudioOutput
 
-
-@dataclass
-class _Written:
-    item_id: str
-    ms: float
-
-
 _END = object()
+#: Spans kept for items whose reply is settled (their heard ms was read long ago).
+_MAX_SPANS = 64
 
 
 class Playout:
@@ -36,23 +34,23 @@ class Playout:
         output: AudioOutput,
         source_rate: int,
         *,
-        on_first_frame: Callable[[str], None] | None = None,
+        on_item_started: Callable[[str, float], None] | None = None,
         on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.output = output
-        self._source_rate = source_rate
         self._resampler = Resampler(source_rate, output.sample_rate)
         self._chunker = FrameChunker(output.sample_rate, output.channels, output.frame_ms)
         self._queue: asyncio.Queue[tuple[str, AudioFrame] | object] = asyncio.Queue()
-        self._written: list[_Written] = []  # write order, newest last
         self._task: asyncio.Task[None] | None = None
-        self._on_first_frame = on_first_frame
+        self._on_item_started = on_item_started
         self._on_idle = on_idle
         self._last_item: str | None = None
         self._pending_end = 0  # end markers queued and not yet reached
         self._idle = asyncio.Event()
         self._idle.set()
-        self.first_frame_at: float | None = None
+        self._pos = 0.0  # ms written to the output (stream axis)
+        self._spans: OrderedDict[str, list[float]] = OrderedDict()  # item -> [start, end]
+        self._paused = False
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,47 +87,64 @@ class Playout:
         """True while reply audio is queued, being written or buffered in the transport."""
         return not self._idle.is_set()
 
-    # accounting -------------------------------------------------------------------------
-    def played_ms(self, item_id: str) -> float:
-        """Milliseconds of ``item_id`` the caller has heard so far."""
-        unplayed = self.output.buffered_ms
-        total = 0.0
-        for w in reversed(self._written):
-            heard = max(0.0, w.ms - unplayed)
-            unplayed = max(0.0, unplayed - w.ms)
-            if w.item_id == item_id:
-                total += heard
-        return total
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
-    async def stop(self) -> dict[str, float]:
-        """Stop now: drop queued audio, clear the transport, return ms heard per item."""
+    # accounting -------------------------------------------------------------------------
+    @property
+    def heard_position_ms(self) -> float:
+        return max(0.0, self._pos - self.output.buffered_ms)
+
+    def heard_ms(self, item_id: str) -> float:
+        """Milliseconds of ``item_id`` the caller has heard so far."""
+        span = self._spans.get(item_id)
+        if span is None:
+            return 0.0
+        start, end = span
+        return max(0.0, min(self.heard_position_ms, end) - start)
+
+    def written_ms(self, item_id: str) -> float:
+        """Milliseconds of ``item_id`` handed to the transport (heard or not)."""
+        span = self._spans.get(item_id)
+        return 0.0 if span is None else span[1] - span[0]
+
+    # control ----------------------------------------------------------------------------
+    async def stop(self) -> float:
+        """Stop now: drop queued audio and clear the transport; returns the ms dropped there.
+
+        Items keep the spans they were heard for, so `heard_ms` stays right after a stop.
+        """
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         dropped = self.output.clear()
-        heard: dict[str, float] = {}
-        for w in reversed(self._written):
-            kept = max(0.0, w.ms - dropped)
-            dropped = max(0.0, dropped - w.ms)
-            heard[w.item_id] = heard.get(w.item_id, 0.0) + kept
-        while not self._queue.empty():
-            entry = self._queue.get_nowait()
-            if isinstance(entry, tuple):
-                heard.setdefault(entry[0], 0.0)
-        if self._last_item is not None:
-            heard.setdefault(self._last_item, 0.0)
+        self._pos = max(0.0, self._pos - dropped)
+        for span in self._spans.values():
+            span[0] = min(span[0], self._pos)
+            span[1] = min(span[1], self._pos)
         self._reset()
+        if self._paused:
+            self._paused = False
+            self.output.resume()
         self._task = asyncio.create_task(self._run(), name="duplex-playout")
-        return heard
+        return dropped
 
-    def mark_new_response(self) -> None:
-        """The next frame written is the first of a new reply (for metrics and state)."""
-        self.first_frame_at = None
+    def pause(self) -> bool:
+        """Hold the caller's playback where it is; False when the transport cannot."""
+        if self._paused:
+            return True
+        self._paused = self.output.pause()
+        return self._paused
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.output.resume()
 
     # internals --------------------------------------------------------------------------
     def _reset(self) -> None:
-        self._written.clear()
         self._resampler.reset()
         self._chunker.clear()
         self._last_item = None
@@ -157,6 +172,18 @@ class Playout:
             self._idle.clear()
             self._queue.put_nowait((item_id, chunk))
 
+    def _wrote(self, item_id: str, ms: float) -> bool:
+        """Account a written frame; True when it is the item's first."""
+        span = self._spans.get(item_id)
+        first = span is None
+        if span is None:
+            span = self._spans[item_id] = [self._pos, self._pos]
+            while len(self._spans) > _MAX_SPANS:
+                self._spans.popitem(last=False)
+        self._pos += ms
+        span[1] = self._pos
+        return first
+
     async def _run(self) -> None:
         while True:
             entry = await self._queue.get()
@@ -173,13 +200,5 @@ class Playout:
             item_id, frame = entry
             self._idle.clear()
             await self.output.write(frame)
-            if self._written and self._written[-1].item_id == item_id:
-                self._written[-1].ms += frame.duration_ms
-            else:
-                self._written.append(_Written(item_id, frame.duration_ms))
-                if len(self._written) > 64:
-                    del self._written[0]
-            if self.first_frame_at is None:
-                self.first_frame_at = time.monotonic()
-                if self._on_first_frame is not None:
-                    self._on_first_frame(item_id)
+            if self._wrote(item_id, frame.duration_ms) and self._on_item_started is not None:
+                self._on_item_started(item_id, time.monotonic())

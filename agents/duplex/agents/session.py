@@ -1,8 +1,11 @@
 """`AgentSession`: wires transport, turn detection, backend, playout and tools.
 
-Data flows one way: caller audio -> `InputPath` -> backend; backend events ->
-conversation, `Playout`, `ToolRunner`. Requests to the backend (sync, replies,
-cancel, truncate) go through one lock so they reach it in the order decided.
+Data flows one way: caller audio -> `InputPath` -> backend; backend events are
+routed by `BackendRouter` to the conversation, the `Reply` they belong to,
+`Playout` and `ToolRunner`. Requests to the backend (sync, replies, cancel,
+truncate) go through one lock so they reach it in the order decided. The
+session owns the one reply policy: it never asks a backend for a reply while
+another is active (unless the policy says cancel it first).
 """
 
 from __future__ import annotations
@@ -10,58 +13,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from .agent import Agent
-from .backend import (
-    AudioDelta,
-    Backend,
-    BackendError,
-    BackendEvent,
-    BackendSession,
-    FunctionCallRequested,
-    ItemAdded,
-    ItemDeleted,
-    ItemUpdated,
-    RateLimits,
-    Reconnected,
-    ResponseDone,
-    ResponseHandle,
-    ResponseStarted,
-    SpeechStarted,
-    SpeechStopped,
-    TextDelta,
-    ToolChoice,
-    UserTranscript,
-)
+from .backend import Backend, BackendSession, ResponseHandle, ToolChoice
+from .barge_in import BargeIn
 from .captions import Captions
 from .conversation import Conversation, FunctionCall, FunctionCallOutput, Message
 from .emitter import Emitter, Handler
 from .errors import BackendErrorException, ResponseActiveError, SessionClosedError
 from .events import (
-    AgentInterrupted,
     AgentState,
     AgentStateChanged,
     ConversationItemAdded,
+    MetricsCollected,
     SessionClosed,
     SessionError,
-    ToolCalled,
     ToolExecuted,
     UserState,
     UserStateChanged,
-    UserTranscribed,
 )
 from .input_path import InputPath
-from .interruption import settle_interrupted
-from .metrics import emit_turn_metrics
 from .playout import Playout
-from .responses import ReplyPolicy, ResponseState, ResponseTracker
+from .replies import Replies
+from .reply import Reply, ReplyPolicy, SettleContext
+from .routing import BackendRouter
 from .tasks import TaskSet
 from .tool_provider import ProviderTools
 from .tool_runner import ToolRunner
-from .tools import FunctionTool
+from .tools import FunctionTool, build_tool
 from .transport import Transport
 from .vad import VAD, EnergyVAD, SpeechEnd, SpeechStart, TurnDetector, TurnOptions
 
@@ -85,15 +66,19 @@ class AgentSession:
         max_tool_steps: int = 3,
         reply_policy: ReplyPolicy = "queue",
         local_vad_for_barge_in: bool = True,
+        resume_false_interruption: bool = False,
+        false_interruption_timeout: float = 1.5,
     ) -> None:
+        if reply_policy not in ("queue", "cancel_existing", "reject"):
+            raise ValueError(f"unknown reply_policy {reply_policy!r}")
         self.agent = agent
         self.backend = backend
         self.caps = backend.capabilities
         self.turn = turn or TurnOptions()
-        self.allow_interruptions = allow_interruptions and (
-            not self.caps.server_vad or self.caps.server_interrupts or vad is not None
-        )
+        self._allow_interruptions = allow_interruptions
         self.interrupt_min_speech_ms = interrupt_min_speech_ms
+        self.resume_false_interruption = resume_false_interruption
+        self.false_interruption_timeout = false_interruption_timeout
         self.max_tool_steps = max_tool_steps
         self.reply_policy: ReplyPolicy = reply_policy
         if vad is None and (not self.caps.server_vad or local_vad_for_barge_in):
@@ -103,26 +88,28 @@ class AgentSession:
         self.vad = vad
         self.conversation = Conversation()
         self._emitter = Emitter()
-        self._responses = ResponseTracker()
-        self._tools = ToolRunner(agent.tools, self._on_tool_output)
-        self._control = asyncio.Lock()
-        self._providers = ProviderTools(
-            agent.mcp_servers, agent.tools, self._provider_tools_changed
-        )
+        self.replies = Replies()
+        self._tool_list: list[FunctionTool] = agent.tools
+        self.tools = ToolRunner(self._tool_list, self._on_tool_output)
+        self.control = asyncio.Lock()
+        self._providers = ProviderTools(agent.mcp_servers, agent.tools, self._set_tools)
         self._tasks = TaskSet(
-            lambda name, exc: self._emit_transport(SessionError("internal_error", repr(exc), True))
+            lambda name, exc: self.emit(SessionError("internal_error", repr(exc), True))
         )
         self._backend: BackendSession | None = None
         self._transport: Transport | None = None
-        self._playout: Playout | None = None
-        self._input: InputPath | None = None
+        self.playout: Playout | None = None
+        self.input: InputPath | None = None
         self._agent_state: AgentState = "initializing"
         self._user_state: UserState = "listening"
-        self._speech_onset_at: float | None = None
-        self._user_turns = 0
-        self._tool_steps = 0
+        self.user_turns = 0
+        self.tool_steps = 0
         self._closing = False
-        self._captions = Captions()
+        self.captions = Captions()
+        #: The server cancels a reply on caller speech itself (may be turned off at start).
+        self.server_interrupts = self.caps.server_interrupts
+        self.barge_in = BargeIn(self)
+        self._router = BackendRouter(self)
         self.closed = asyncio.Event()
 
     # public API -------------------------------------------------------------------------
@@ -139,6 +126,31 @@ class AgentSession:
         if self._backend is None:
             raise SessionClosedError("session not started")
         return self._backend
+
+    @property
+    def allow_interruptions(self) -> bool:
+        """The agent's setting, else the session's; off where nothing could detect speech."""
+        allow = self.agent.allow_interruptions
+        allow = self._allow_interruptions if allow is None else allow
+        return allow and (
+            not self.caps.server_vad or self.caps.server_interrupts or self.vad is not None
+        )
+
+    @allow_interruptions.setter
+    def allow_interruptions(self, value: bool) -> None:
+        self._allow_interruptions = value
+
+    @property
+    def min_interruption_ms(self) -> float:
+        ms = self.agent.min_interruption_ms
+        return self.interrupt_min_speech_ms if ms is None else ms
+
+    @property
+    def resumes_false_interruptions(self) -> bool:
+        """Pause instead of cut on caller speech (agent's setting, else the session's)."""
+        on = self.agent.resume_false_interruption
+        on = self.resume_false_interruption if on is None else on
+        return on and self.caps.user_transcription
 
     def on(self, event_type: type[E], handler: Handler[E]) -> Callable[[], None]:
         """Subscribe to a session event class; returns an unsubscribe function."""
@@ -165,27 +177,33 @@ class AgentSession:
     async def start(self, transport: Transport) -> None:
         self._transport = transport
         await transport.start()
-        tools = await self._providers.start()
-        self._tools.set_tools(tools)
+        self._tool_list = await self._providers.start()
+        self.tools.set_tools(self._tool_list)
         self._backend = await self.backend.connect(
             instructions=self.agent.instructions,
-            tools=tools,
+            tools=self._tool_list,
             conversation=self.conversation,
         )
-        out = transport.audio_output
-        self._playout = Playout(
-            out,
+        if self.server_interrupts and (
+            self.resume_false_interruption or self.agent.resume_false_interruption
+        ):
+            # The server would cancel on any noise; the session decides and cancels instead.
+            async with self.control:
+                await self._backend.update_options(server_interrupts=False)
+            self.server_interrupts = False
+        self.playout = Playout(
+            transport.audio_output,
             self.caps.output_sample_rate,
-            on_first_frame=self._on_first_frame,
-            on_idle=self._on_idle,
+            on_item_started=self._on_item_started,
+            on_idle=self.on_idle,
         )
-        self._playout.start()
+        self.playout.start()
         detector = (
             TurnDetector(self.vad, self.turn, input_rate=self.caps.input_sample_rate)
             if self.vad is not None
             else None
         )
-        self._input = InputPath(
+        self.input = InputPath(
             self.caps.input_sample_rate,
             self._backend.push_audio,
             detector=detector,
@@ -195,372 +213,255 @@ class AgentSession:
             on_frame=self._on_input_frame,
         )
         transport.set_text_handler(self.send_text)
-        self._spawn(self._input.run(transport.audio_input.frames()), "input")
-        self._spawn(self._consume_backend(self._backend), "backend-events")
-        self._spawn(self._watch_transport(transport), "transport-watch")
-        self._set_agent_state("listening")
+        self.spawn(self.input.run(transport.audio_input.frames()), "input")
+        self.spawn(self._router.run(self._backend), "backend-events")
+        self.spawn(self._watch_transport(transport), "transport-watch")
+        self.set_agent_state("listening")
         await self.agent.on_enter(self)
 
     async def generate_reply(
         self, *, instructions: str | None = None, tool_choice: ToolChoice | None = None
     ) -> ResponseHandle:
         """Ask for a reply now; what happens during an active one is `reply_policy`."""
-        if self._responses.busy:
+        return await self.reply_for_turn(instructions=instructions, tool_choice=tool_choice)
+
+    async def reply_for_turn(
+        self,
+        *,
+        instructions: str | None = None,
+        tool_choice: ToolChoice | None = None,
+        speech_end_at: float | None = None,
+    ) -> ResponseHandle:
+        """`generate_reply` for the caller's turn that ended at ``speech_end_at`` (metrics)."""
+        if self.replies.busy:
             if self.reply_policy == "reject":
                 raise ResponseActiveError("a reply is already active (reply_policy='reject')")
             if self.reply_policy == "cancel_existing":
                 await self.interrupt()
-            await self._responses.wait_idle()
-        return await self._create_response(instructions=instructions, tool_choice=tool_choice)
+        await self.replies.wait_idle()
+        return await self.create_reply(
+            instructions=instructions, tool_choice=tool_choice, speech_end_at=speech_end_at
+        )
 
     async def send_text(self, text: str) -> None:
         """Text typed by the caller: becomes a user message, then a reply."""
-        self._append(Message.text_message("user", text))
-        self._user_turns += 1
-        self._tool_steps = 0
-        await self._sync()
+        self.append(Message.text_message("user", text))
+        self.new_user_turn()
+        await self.sync()
         await self.generate_reply()
 
     async def interrupt(self) -> None:
-        """Stop the agent now, as a barge-in would."""
-        await self._interrupt(onset_at=None, source="api")
+        """Stop the agent now, as a barge-in would (never paused, always cut)."""
+        await self.barge_in.interrupt(onset_at=None, source="api")
 
     async def update_instructions(self, text: str) -> None:
         self.agent.instructions = text
-        async with self._control:
+        async with self.control:
             await self.backend_session.update_instructions(text)
 
-    async def _provider_tools_changed(self, tools: list[FunctionTool]) -> None:
-        """An MCP server changed its tool list mid-call: the model sees the new list."""
-        self._tools.set_tools(tools)
+    async def update_tools(self, tools: Sequence[FunctionTool | Callable[..., Any]]) -> None:
+        """Replace the tools the model may call, from the next reply on."""
+        built = [t if isinstance(t, FunctionTool) else build_tool(t) for t in tools]
+        names = [t.name for t in built]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate tool names: {sorted(names)}")
+        await self._set_tools(built)
+
+    async def _set_tools(self, tools: list[FunctionTool]) -> None:
+        """Also where an MCP server's changed tool list arrives mid-call."""
+        self._tool_list = tools
+        self.tools.set_tools(tools)
         if self._backend is not None:
-            async with self._control:
+            async with self.control:
                 await self._backend.update_tools(tools)
+
+    async def update_options(self, **changes: Any) -> None:
+        """Change what the backend can change live (see `BackendSession.update_options`)."""
+        async with self.control:
+            await self.backend_session.update_options(**changes)
 
     async def sync(self) -> None:
         """Push edits made to `conversation` by application code to the backend."""
-        await self._sync()
+        async with self.control:
+            try:
+                await self.backend_session.sync(self.conversation)
+            except BackendErrorException as e:
+                self.report_error(e.code, str(e), e.recoverable)
 
     async def aclose(self, reason: str = "closed") -> None:
         if self._closing:
             await self.closed.wait()
             return
         self._closing = True
-        await self._tools.aclose()
+        self.barge_in.cancel()
+        await self.tools.aclose()
         await self._providers.aclose()
         await self._tasks.cancel_all()
-        if self._playout is not None:
-            await self._playout.aclose()
+        if self.playout is not None:
+            await self.playout.aclose()
         if self._backend is not None:
             with contextlib.suppress(Exception):
                 await self._backend.aclose()
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 await self._transport.aclose()
-        self._set_agent_state("closed")
-        self._emit_transport(SessionClosed(reason))
+        self.set_agent_state("closed")
+        self.emit(SessionClosed(reason))
         self.closed.set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     # input side -------------------------------------------------------------------------
     async def _on_local_speech_start(self, ev: SpeechStart, at: float) -> None:
-        self._speech_onset_at = at
-        self._set_user_state("speaking")
-        if self.interrupt_min_speech_ms <= 0:
-            await self._interrupt(onset_at=at, source="local")
+        self.set_user_state("speaking")
+        await self.barge_in.speech_started(at, source="local")
 
     async def _on_input_frame(self) -> None:
-        det = self._input.detector if self._input else None
-        if (
-            det is not None
-            and det.speaking
-            and self.interrupt_min_speech_ms > 0
-            and det.speech_ms >= self.interrupt_min_speech_ms
-        ):
-            await self._interrupt(onset_at=self._speech_onset_at, source="local")
+        det = self.input.detector if self.input else None
+        if det is not None and det.speaking:
+            await self.barge_in.speech_continues(det.speech_ms)
 
     async def _on_local_speech_end(self, ev: SpeechEnd, at: float) -> None:
-        self._set_user_state("listening")
+        self.set_user_state("listening")
+        self.barge_in.speech_ended()
         if self.caps.server_vad:
             return
-        self._user_turns += 1
-        self._tool_steps = 0
-        self._responses.next_speech_end_at = at
-        self._spawn(self._end_user_turn(), "user-turn")
+        self.new_user_turn()
+        self.spawn(self._end_user_turn(at), "user-turn")
 
-    async def _end_user_turn(self) -> None:
-        async with self._control:
+    async def _end_user_turn(self, speech_end_at: float) -> None:
+        async with self.control:
             await self.backend_session.commit_audio()
-        self._set_agent_state("thinking")
-        await self.generate_reply()
+        if not await self.barge_in.turn_is_real():
+            return  # a cough over the reply: it resumed, this turn asks for nothing
+        self.set_agent_state("thinking")
+        await self.reply_for_turn(speech_end_at=speech_end_at)
 
-    # interruption -----------------------------------------------------------------------
-    async def _interrupt(self, *, onset_at: float | None, source: str) -> None:
-        playout = self._playout
-        resp = self._responses.current
-        active = resp is not None and not resp.done.is_set() and not resp.interrupted
-        if source != "api" and not self.allow_interruptions:
-            return
-        if self._responses.cancel_pending() and not active:
-            resp = None  # nothing audible yet; the requested reply is cut when it starts
-        if playout is None or not (playout.active or active):
-            return
-        t0 = onset_at if onset_at is not None else time.monotonic()
-        heard = await playout.stop()
-        latency_ms = max(0.0, (time.monotonic() - t0) * 1000.0)
-        targets = [r for r in (resp,) if r is not None and not r.interrupted]
-        for r in targets:
-            self._captions.interrupted(r.items)
-            r.interrupted = True
-            r.interruption_ms = latency_ms
-            r.played_ms = sum(heard.get(i, 0.0) for i in r.items)
-            batch = self._tools.find(r.response_id)
-            if batch is not None:
-                batch.interrupted = True
-        item_id = next(reversed(heard), None) if heard else None
-        self._emit_transport(
-            AgentInterrupted(item_id, heard.get(item_id, 0.0) if item_id else 0.0, latency_ms)
-        )
-        self._set_agent_state("listening")
-        # With interrupt_response the server cancels on the caller's speech itself; a second
-        # cancel from us would race its response.done and be refused.
-        server_cancels = source != "api" and self.caps.server_interrupts
-        for r in targets:
-            self._spawn(self._settle_interrupted(r, heard, cancel=not server_cancels), "settle")
+    def new_user_turn(self) -> None:
+        self.user_turns += 1
+        self.tool_steps = 0
 
-    async def _settle_interrupted(
-        self, resp: ResponseState, heard: dict[str, float], cancel: bool
-    ) -> None:
-        cut = await settle_interrupted(
-            self.backend_session,
-            self._control,
-            self.conversation,
-            resp,
-            heard,
-            cancel=cancel,
-            truncation=self.caps.truncation,
-            on_error=lambda e: self._report_error(e.code, str(e), True),
-        )
-        for item_id in cut.delete:  # nothing of it was heard: its caption is empty
-            self._emit_transport(self._captions.settled(item_id, ""))
-        if not self.caps.truncation:  # no server update will come: caption what we hold
-            for item_id in cut.truncate:
-                item = self.conversation.get(item_id)
-                if isinstance(item, Message):
-                    self._emit_transport(self._captions.settled(item_id, item.text))
-        if cut.delete:
-            await self._sync()
-        self._maybe_metrics(resp)
-
-    # backend side -----------------------------------------------------------------------
-    async def _consume_backend(self, backend: BackendSession) -> None:
-        try:
-            async for ev in backend.events():
-                try:
-                    await self._handle(ev)
-                except Exception:
-                    logger.exception("error handling backend event %s", type(ev).__name__)
-        except Exception as e:
-            logger.exception("backend event stream failed")
-            self._report_error("backend_stream_failed", str(e), False)
-        if not self._closing:
-            self._spawn(self.aclose("backend closed"), "close")
-
-    async def _handle(self, ev: BackendEvent) -> None:
-        if isinstance(ev, AudioDelta):
-            self._on_audio(ev)
-        elif isinstance(ev, TextDelta):
-            resp = self._responses.get(ev.response_id)
-            if resp is not None and not resp.interrupted:
-                self._emit_transport(self._captions.delta(ev.item_id, ev.text))
-        elif isinstance(ev, ResponseStarted):
-            state = self._responses.started(ev.response_id, ev.request_id)
-            if state.cancel_on_start:
-                state.interrupted = True
-                self._spawn(self._settle_interrupted(state, {}, cancel=True), "settle")
-                return
-            if self._playout is not None:
-                self._playout.mark_new_response()
-            if self._agent_state != "speaking":
-                self._set_agent_state("thinking")
-        elif isinstance(ev, ResponseDone):
-            self._on_response_done(ev)
-        elif isinstance(ev, FunctionCallRequested):
-            call = FunctionCall(ev.call_id, ev.name, ev.arguments, id=ev.item_id)
-            if ev.item_id not in self.conversation:
-                self._append(call)
-            if self._tools.submit(ev.response_id, call) is not None:
-                self._emit_transport(ToolCalled(call))
-        elif isinstance(ev, ItemAdded):
-            self._on_item(ev.item, ev.previous_item_id)
-        elif isinstance(ev, ItemUpdated):
-            if ev.item.id in self.conversation:  # a late update must not revive a deleted item
-                self._on_item(ev.item, None)
-        elif isinstance(ev, ItemDeleted):
-            self.conversation.remove(ev.item_id)
-        elif isinstance(ev, UserTranscript):
-            if ev.error:
-                self._report_error("transcription_failed", ev.error, True)
-            self._emit_transport(UserTranscribed(ev.item_id, ev.text, ev.final))
-        elif isinstance(ev, SpeechStarted):
-            self._set_user_state("speaking")
-            self._speech_onset_at = self._speech_onset_at or time.monotonic()
-            await self._interrupt(onset_at=None, source="server")
-        elif isinstance(ev, SpeechStopped):
-            self._user_turns += 1
-            self._tool_steps = 0
-            self._responses.next_speech_end_at = time.monotonic()
-            if self.vad is None:
-                self._set_user_state("listening")
-            if not self.caps.server_replies:
-                self._spawn(self.generate_reply(), "server-turn-reply")
-        elif isinstance(ev, BackendError):
-            self._report_error(ev.code, ev.message, ev.recoverable)
-        elif isinstance(ev, (Reconnected, RateLimits)):
-            logger.info("backend: %s", ev)
-
-    def _on_audio(self, ev: AudioDelta) -> None:
-        resp = self._responses.get(ev.response_id) or self._responses.started(ev.response_id, None)
-        if resp.interrupted or self._playout is None:
-            return  # audio of a reply the caller already cut off
-        if resp.first_delta_at is None:
-            resp.first_delta_at = time.monotonic()
-        if ev.item_id not in resp.items:
-            resp.items.append(ev.item_id)
-        self._playout.push(ev.item_id, ev.frame)
-
-    def _on_item(self, item: Any, previous_item_id: str | None) -> None:
-        existing = self.conversation.get(item.id)
-        assistant = isinstance(item, Message) and item.role == "assistant"
-        if existing is None:
-            if previous_item_id is not None:
-                self.conversation.insert_after(previous_item_id, item)
-            else:
-                self.conversation.append(item)
-            self._emit_transport(ConversationItemAdded(item))
-            resp = self._responses.current
-            live = resp is not None and not resp.done.is_set()
-            if assistant and live and resp is not None and item.id not in resp.items:
-                resp.items.append(item.id)
-                if resp.interrupted:
-                    self._captions.interrupted([item.id])
-        elif existing != item:
-            self.conversation.replace(item)
-        else:
-            return  # an acknowledgement of what we already hold
-        if assistant and item.complete:
-            caption = self._captions.final(item)
-            if caption is not None:
-                self._emit_transport(caption)
-
-    def _on_response_done(self, ev: ResponseDone) -> None:
-        resp = self._responses.finished(ev)
-        if self._playout is not None and not resp.interrupted:
-            self._playout.end_of_response()
-        batch = self._tools.find(ev.response_id)
-        if batch is not None and batch.calls:
-            batch.response_done = True
-            # A reply that only called tools said nothing: the caller still waits from speech end.
-            carry = resp.speech_end_at if resp.first_played_at is None else None
-            self._spawn(
-                self._follow_up_tools(ev.response_id, self._user_turns, carry), "tool-follow-up"
+    # replies ----------------------------------------------------------------------------
+    async def create_reply(
+        self,
+        *,
+        instructions: str | None = None,
+        tool_choice: ToolChoice | None = None,
+        speech_end_at: float | None = None,
+    ) -> ResponseHandle:
+        async with self.control:
+            handle = await self.backend_session.create_response(
+                instructions=instructions, tool_choice=tool_choice
             )
-        else:
-            self._tools.pop_batch(ev.response_id)
-        if ev.status == "failed":
-            self._report_error("response_failed", ev.error or "response failed", True)
-        if self._playout is None or not self._playout.active:
-            self._on_idle()
-        self._maybe_metrics(resp)
+        reply = self.replies.requested(handle, speech_end_at=speech_end_at)
+        handle.created.add_done_callback(lambda f: self._on_request_settled(reply, f))
+        return handle
 
-    async def _follow_up_tools(
+    def _on_request_settled(self, reply: Reply, fut: asyncio.Future[str]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self.replies.request_failed(reply)
+            exc = None if fut.cancelled() else fut.exception()
+            code = getattr(exc, "code", "response_request_failed")
+            self.report_error(str(code), str(exc or "cancelled"), True)
+
+    def settle_context(self) -> SettleContext:
+        return SettleContext(
+            backend=self.backend_session,
+            control=self.control,
+            conversation=self.conversation,
+            truncation=self.caps.truncation,
+            on_error=lambda e: self.report_error(e.code, str(e), True),
+        )
+
+    async def settle(self, reply: Reply, *, cancel: bool) -> None:
+        """Cut a reply to what was heard and tell the captions and the backend."""
+        cut = await reply.settle(self.settle_context(), cancel=cancel)
+        for item_id in cut.delete:  # nothing of it was heard: its caption is empty
+            self.emit(self.captions.settled(item_id, ""))
+        for item_id in reply.items:
+            item = self.conversation.get(item_id)
+            if not isinstance(item, Message):
+                continue
+            if item_id in cut.truncate and not self.caps.truncation:
+                # No server update will come: caption what we hold.
+                self.emit(self.captions.settled(item_id, item.text))
+            elif item_id not in cut.truncate:
+                caption = self.captions.release(item)  # heard in full: nothing was cut
+                if caption is not None:
+                    self.emit(caption)
+        if cut.delete:
+            await self.sync()
+        self.maybe_metrics(reply)
+
+    def _on_item_started(self, item_id: str, at: float) -> None:
+        reply = self.replies.owner(item_id)
+        if reply is not None:
+            reply.first_frame(at)
+        self.set_agent_state("speaking")
+
+    def on_idle(self) -> None:
+        if self._agent_state == "closed":
+            return
+        busy = self.replies.busy or self.tools.running
+        self.set_agent_state("thinking" if busy else "listening")
+        for reply in self.replies.tracked():
+            self.maybe_metrics(reply)
+
+    def maybe_metrics(self, reply: Reply) -> None:
+        if reply.metrics_sent or reply.live:
+            return
+        if reply.interrupted:
+            if not reply.settled:
+                return
+        elif self.playout is not None:
+            if self.playout.active:
+                return
+            reply.note_heard(self.playout)
+        self.emit(MetricsCollected(reply.metrics()))
+        self.replies.forget(reply)  # accounted for: keep long calls small
+
+    # tools ------------------------------------------------------------------------------
+    async def follow_up_tools(
         self, response_id: str, user_turns: int, speech_end_at: float | None
     ) -> None:
-        await self._tools.wait_batch(response_id)
-        batch = self._tools.pop_batch(response_id)
+        await self.tools.wait_batch(response_id)
+        batch = self.tools.pop_batch(response_id)
         if batch is None or batch.interrupted or self._closing or self.caps.auto_tool_reply:
             return
-        if self._user_turns != user_turns:
+        if self.user_turns != user_turns:
             return  # the caller spoke meanwhile; their turn's reply covers the outputs
-        self._tool_steps += 1
-        choice: ToolChoice | None = "none" if self._tool_steps >= self.max_tool_steps else None
-        await self._responses.wait_idle()
-        self._responses.next_speech_end_at = speech_end_at
-        await self._create_response(tool_choice=choice)
+        self.tool_steps += 1
+        choice: ToolChoice | None = "none" if self.tool_steps >= self.max_tool_steps else None
+        await self.replies.wait_idle()
+        await self.create_reply(tool_choice=choice, speech_end_at=speech_end_at)
 
     async def _on_tool_output(
         self, call: FunctionCall, output: FunctionCallOutput, took: float
     ) -> None:
         if call.id not in self.conversation:
-            self._append(call)
-        self._append(output)
-        self._emit_transport(ToolExecuted(call, output, took))
-        await self._sync()
+            self.append(call)
+        self.append(output)
+        self.emit(ToolExecuted(call, output, took))
+        await self.sync()
 
     # helpers ----------------------------------------------------------------------------
-    async def _create_response(
-        self, *, instructions: str | None = None, tool_choice: ToolChoice | None = None
-    ) -> ResponseHandle:
-        async with self._control:
-            handle = await self.backend_session.create_response(
-                instructions=instructions, tool_choice=tool_choice
-            )
-        self._responses.requested(handle)
-        handle.created.add_done_callback(lambda f: self._on_request_settled(handle, f))
-        return handle
-
-    def _on_request_settled(self, handle: ResponseHandle, fut: asyncio.Future[str]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            self._responses.request_failed(handle)
-            exc = None if fut.cancelled() else fut.exception()
-            code = getattr(exc, "code", "response_request_failed")
-            self._report_error(str(code), str(exc or "cancelled"), True)
-
-    async def _sync(self) -> None:
-        async with self._control:
-            try:
-                await self.backend_session.sync(self.conversation)
-            except BackendErrorException as e:
-                self._report_error(e.code, str(e), e.recoverable)
-
-    def _append(self, item: Any) -> None:
+    def append(self, item: Any) -> None:
         self.conversation.append(item)
-        self._emit_transport(ConversationItemAdded(item))
+        self.emit(ConversationItemAdded(item))
 
-    def _on_first_frame(self, item_id: str) -> None:
-        resp = self._responses.current
-        if resp is not None and resp.first_played_at is None:
-            resp.first_played_at = time.monotonic()
-        self._set_agent_state("speaking")
-
-    def _on_idle(self) -> None:
-        if self._agent_state == "closed":
-            return
-        busy = self._responses.busy or self._tools.running
-        self._set_agent_state("thinking" if busy else "listening")
-        resp = self._responses.current
-        if resp is not None and resp.done.is_set() and self._playout is not None:
-            resp.played_ms = sum(self._playout.played_ms(i) for i in resp.items) or resp.played_ms
-            self._maybe_metrics(resp)
-
-    def _maybe_metrics(self, resp: ResponseState) -> None:
-        if resp.metrics_sent or not resp.done.is_set():
-            return
-        if not resp.interrupted and self._playout is not None and self._playout.active:
-            return
-        emit_turn_metrics(self._emit_transport, resp)
-        self._responses.forget(resp.response_id)  # accounted for: keep long calls small
-
-    def _set_agent_state(self, state: AgentState) -> None:
+    def set_agent_state(self, state: AgentState) -> None:
         if state != self._agent_state and self._agent_state != "closed":
             old, self._agent_state = self._agent_state, state
-            self._emit_transport(AgentStateChanged(old, state))
+            self.emit(AgentStateChanged(old, state))
 
-    def _set_user_state(self, state: UserState) -> None:
+    def set_user_state(self, state: UserState) -> None:
         if state != self._user_state:
             old, self._user_state = self._user_state, state
-            self._emit_transport(UserStateChanged(old, state))
+            self.emit(UserStateChanged(old, state))
 
-    def _emit_transport(self, event: object) -> None:
+    def emit(self, event: object) -> None:
         self._emitter.emit(event)
         if self._transport is not None:
             try:
@@ -568,16 +469,16 @@ class AgentSession:
             except Exception:
                 logger.exception("transport could not publish %s", type(event).__name__)
 
-    def _report_error(self, code: str, message: str, recoverable: bool) -> None:
+    def report_error(self, code: str, message: str, recoverable: bool) -> None:
         logger.warning("session error %s: %s", code, message)
-        self._emit_transport(SessionError(code, message, recoverable))
+        self.emit(SessionError(code, message, recoverable))
         if not recoverable and not self._closing:
-            self._spawn(self.aclose(f"fatal error: {code}"), "close")
+            self.spawn(self.aclose(f"fatal error: {code}"), "close")
 
     async def _watch_transport(self, transport: Transport) -> None:
         await transport.closed.wait()
         if not self._closing:
-            self._spawn(self.aclose("transport closed"), "close")
+            self.spawn(self.aclose("transport closed"), "close")
 
-    def _spawn(self, coro: Coroutine[Any, Any, T] | Awaitable[T], name: str) -> asyncio.Task[T]:
+    def spawn(self, coro: Coroutine[Any, Any, T] | Awaitable[T], name: str) -> asyncio.Task[T]:
         return self._tasks.spawn(coro, name)

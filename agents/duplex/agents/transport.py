@@ -56,6 +56,7 @@ class QueuedAudioInput(AudioInput):
         while True:
             frame = await self._queue.get()
             if frame is None:
+                self._queue.put_nowait(None)  # later iterators end too
                 return
             yield frame
 
@@ -93,6 +94,17 @@ class AudioOutput(ABC):
     @abstractmethod
     async def wait_drained(self) -> None:
         """Return when everything written has been played."""
+
+    def pause(self) -> bool:
+        """Hold playback where it is (silence meanwhile); False when this output cannot.
+
+        Outputs built on `duplex.agents.output_buffer.BufferedAudioOutput` can; the
+        session then resumes a reply after a false interruption instead of cutting it.
+        """
+        return False
+
+    def resume(self) -> None:  # noqa: B027 - optional, pairs with pause()
+        """Continue playback from where `pause` held it."""
 
 
 class Transport(ABC):

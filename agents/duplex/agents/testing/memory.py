@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import wave
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,8 @@ import numpy as np
 
 from ..audio import AudioFrame, FrameChunker
 from ..errors import AudioFormatError, SessionClosedError
-from ..transport import AudioInput, AudioOutput, Transport
+from ..output_buffer import BufferedAudioOutput
+from ..transport import AudioInput, Transport
 
 PlayoutMode = Literal["auto", "manual", "realtime"]
 _EOF = object()
@@ -32,6 +33,8 @@ class PlayedFrame:
     #: Position on the output clock (ms since the call started) when the frame began playing.
     at_ms: float
     frame: AudioFrame
+    #: Monotonic time at which it was played (for latency checks against real clocks).
+    wall: float = 0.0
 
 
 class MemoryAudioInput(AudioInput):
@@ -64,65 +67,71 @@ class MemoryAudioInput(AudioInput):
             yield item
 
 
-class MemoryAudioOutput(AudioOutput):
+class MemoryAudioOutput(BufferedAudioOutput):
+    """The core `OutputBuffer` with a test clock; `played` is what the caller heard."""
+
     def __init__(
         self, sample_rate: int, channels: int, mode: PlayoutMode, buffer_frames: int = 1
     ) -> None:
-        self.sample_rate = sample_rate
-        self.channels = channels
+        super().__init__(sample_rate, channels, capacity_ms=20.0 * max(1, buffer_frames))
         self.mode = mode
-        self.frame_ms = 20.0
         self.played: list[PlayedFrame] = []
         self.clears: list[tuple[float, float]] = []  # (clock ms, ms dropped)
+        #: Monotonic time of each clear (when the caller's audio stopped).
+        self.cleared_at: list[float] = []
+        #: (clock ms, "pause" | "resume") for every pause and resume of playback.
+        self.pauses: list[tuple[float, str]] = []
         self.clock_ms = 0.0
-        self._buffer: deque[AudioFrame] = deque()
-        self._capacity = max(1, buffer_frames)
-        self._changed = asyncio.Condition()
         self._clock_task: asyncio.Task[None] | None = None
+
+    @property
+    def _frame_samples(self) -> int:
+        return max(1, round(self.frame_ms * self.sample_rate / 1000.0))
 
     # AudioOutput ------------------------------------------------------------------------
     async def write(self, frame: AudioFrame) -> None:
-        if frame.sample_rate != self.sample_rate or frame.channels != self.channels:
-            raise AudioFormatError(
-                f"output takes {self.sample_rate} Hz/{self.channels} ch, got "
-                f"{frame.sample_rate} Hz/{frame.channels} ch"
-            )
+        await self.buffer.write(frame)
         if self.mode == "auto":
-            self._play_one(frame)
-            return
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self._buffer) < self._capacity)
-            self._buffer.append(frame)
-            self._changed.notify_all()
-        if self.mode == "realtime" and self._clock_task is None:
+            self._play_all()
+        elif self.mode == "realtime" and self._clock_task is None:
             self._clock_task = asyncio.create_task(self._realtime_clock())
 
     def clear(self) -> float:
-        dropped = sum(f.duration_ms for f in self._buffer)
-        self._buffer.clear()
+        dropped = self.buffer.clear()
         self.clears.append((self.clock_ms, dropped))
-        self._notify()
+        self.cleared_at.append(time.monotonic())
         return dropped
 
-    @property
-    def buffered_ms(self) -> float:
-        return sum(f.duration_ms for f in self._buffer)
+    def pause(self) -> bool:
+        self.pauses.append((self.clock_ms, "pause"))
+        return super().pause()
 
-    async def wait_drained(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._buffer)
+    def resume(self) -> None:
+        self.pauses.append((self.clock_ms, "resume"))
+        super().resume()
+        if self.mode == "auto":
+            self._play_all()
 
     # test controls ----------------------------------------------------------------------
     async def play(self, ms: float, *, timeout: float = 10.0) -> float:
-        """Manual clock: play ``ms`` of audio, waiting for the session to supply it."""
+        """Manual clock: play ``ms`` of audio, waiting for the session to supply it.
+
+        While playback is paused the clock passes silence (counted in the return value).
+        """
 
         async def run() -> float:
             done = 0.0
-            async with self._changed:
-                while done < ms:
-                    await self._changed.wait_for(lambda: bool(self._buffer))
-                    done += self._play_one(self._buffer.popleft())
-                    self._changed.notify_all()
+            while done < ms:
+                if self.buffer.paused:
+                    self.clock_ms += self.frame_ms
+                    done += self.frame_ms
+                    await asyncio.sleep(0)
+                    continue
+                frame = self.buffer.take(self._frame_samples)
+                if frame is None:
+                    await self.buffer.wait_busy()
+                    continue
+                done += self._record(frame)
             return done
 
         return await asyncio.wait_for(run(), timeout)
@@ -138,37 +147,39 @@ class MemoryAudioOutput(AudioOutput):
         return AudioFrame.concat([p.frame for p in self.played])
 
     async def aclose(self) -> None:
+        self.buffer.close()
         if self._clock_task is not None:
             self._clock_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock_task
 
     # internals --------------------------------------------------------------------------
-    def _play_one(self, frame: AudioFrame) -> float:
-        self.played.append(PlayedFrame(self.clock_ms, frame))
+    def _record(self, frame: AudioFrame) -> float:
+        self.played.append(PlayedFrame(self.clock_ms, frame, time.monotonic()))
         self.clock_ms += frame.duration_ms
         return frame.duration_ms
 
-    def _notify(self) -> None:
-        async def notify() -> None:
-            async with self._changed:
-                self._changed.notify_all()
-
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().create_task(notify())
+    def _play_all(self) -> None:
+        while (frame := self.buffer.take(self._frame_samples)) is not None:
+            self._record(frame)
 
     async def _realtime_clock(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            async with self._changed:
-                await self._changed.wait_for(lambda: bool(self._buffer))
-                if loop.time() > next_at + 0.1:
-                    next_at = loop.time()  # the line went idle; restart the clock
-                frame = self._buffer.popleft()
-                self._play_one(frame)
-                self._changed.notify_all()
-            next_at += frame.duration
+            frame = self.buffer.take(self._frame_samples)
+            if frame is None and not self.buffer.paused:
+                await self.buffer.wait_busy()
+                next_at = max(next_at, loop.time())  # the line went idle; restart the clock
+                continue
+            if loop.time() > next_at + 0.1:
+                next_at = loop.time()
+            if frame is None:  # paused: the clock runs on, playing silence
+                self.clock_ms += self.frame_ms
+                next_at += self.frame_ms / 1000.0
+            else:
+                self._record(frame)
+                next_at += frame.duration
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 

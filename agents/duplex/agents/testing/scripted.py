@@ -17,6 +17,7 @@ from typing import Any
 
 from ..audio import AudioFrame, FrameChunker
 from ..backend import (
+    UNCHANGED,
     AudioDelta,
     Backend,
     BackendError,
@@ -95,6 +96,8 @@ class ScriptedSession(BackendSession):
         self.handles: list[ResponseHandle] = []
         self.instructions = ""
         self.tools: list[FunctionTool] = []
+        #: Options changed live through `update_options`.
+        self.options: dict[str, Any] = {}
         self._events: asyncio.Queue[BackendEvent | object] = asyncio.Queue()
         self._active: tuple[str, asyncio.Task[None]] | None = None
         self._release = asyncio.Event()
@@ -103,6 +106,8 @@ class ScriptedSession(BackendSession):
         self._item_audio_ms: dict[str, float] = {}
         self._item_text: dict[str, str] = {}
         self._active_item: str | None = None
+        #: Item id -> ItemAdded/ItemUpdated events emitted but not yet consumed by the session.
+        self._undelivered: dict[str, int] = {}
 
     # recording --------------------------------------------------------------------------
     async def _record(self, method: str, **args: Any) -> None:
@@ -127,6 +132,8 @@ class ScriptedSession(BackendSession):
 
     def emit(self, event: BackendEvent) -> None:
         """Inject an event, e.g. server VAD's `SpeechStarted`."""
+        if isinstance(event, (ItemAdded, ItemUpdated)):
+            self._undelivered[event.item.id] = self._undelivered.get(event.item.id, 0) + 1
         self._events.put_nowait(event)
 
     def speech_started(self) -> None:
@@ -182,8 +189,22 @@ class ScriptedSession(BackendSession):
         self.tools = list(tools)
         await self._record("update_tools", names=[t.name for t in tools])
 
+    async def update_options(self, **changes: Any) -> None:
+        """Recorded, like every call; only the options actually given are kept."""
+        given = {k: v for k, v in changes.items() if v is not None and v is not UNCHANGED}
+        self.options.update(given)
+        await self._record("update_options", **given)
+
     async def sync(self, conversation: Conversation) -> None:
-        ops = diff(self.mirror, conversation.items)
+        # Like a real backend: an item whose server events the session has not consumed yet
+        # (a reply still streaming) is taken as the server holds it, never rewritten with the
+        # session's lagging copy.
+        held = {it.id: it for it in self.mirror}
+        local = [
+            held[it.id] if self._undelivered.get(it.id) and it.id in held else it
+            for it in conversation.items
+        ]
+        ops = diff(self.mirror, local)
         await self._record("sync", ops=ops)
         self.mirror = apply(self.mirror, ops)
         for op in ops:
@@ -254,6 +275,12 @@ class ScriptedSession(BackendSession):
     async def events(self) -> AsyncIterator[BackendEvent]:
         while True:
             ev = await self._events.get()
+            if isinstance(ev, (ItemAdded, ItemUpdated)):
+                left = self._undelivered.get(ev.item.id, 1) - 1
+                if left > 0:
+                    self._undelivered[ev.item.id] = left
+                else:
+                    self._undelivered.pop(ev.item.id, None)
             if ev is _CLOSE:
                 return
             yield ev  # type: ignore[misc]

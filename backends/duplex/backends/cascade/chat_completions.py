@@ -149,7 +149,13 @@ class ChatCompletionsLLM(LLM):
         messages: Sequence[dict[str, Any]],
         tools: Sequence[dict[str, Any]],
         tool_choice: ToolChoice | None,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
+        """The request body; ``temperature``/``max_tokens`` override the stage's defaults."""
+        temperature = self.temperature if temperature is None else temperature
+        max_tokens = self.max_tokens if max_tokens is None else max_tokens
         body: dict[str, Any] = {
             "model": self.model,
             "messages": list(messages),
@@ -160,10 +166,10 @@ class ChatCompletionsLLM(LLM):
             body["tools"] = list(tools)
             if tool_choice is not None:
                 body["tool_choice"] = chat_tool_choice(tool_choice)
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
         body.update(self.extra_body)
         return body
 
@@ -173,11 +179,15 @@ class ChatCompletionsLLM(LLM):
         *,
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: ToolChoice | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> AsyncIterator[LLMChunk]:
         headers = {"Accept": "text/event-stream"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        body = self.request_body(messages, tools, tool_choice)
+        body = self.request_body(
+            messages, tools, tool_choice, temperature=temperature, max_tokens=max_tokens
+        )
         calls = _ToolCallAssembler()
         finished = False
         try:

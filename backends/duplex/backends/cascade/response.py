@@ -57,6 +57,8 @@ class ReplyRequest:
     messages: list[dict[str, Any]]
     tools: Sequence[dict[str, Any]]
     tool_choice: ToolChoice | None
+    #: Per-session sampling overrides for the LLM stage (temperature, max_tokens).
+    llm_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,7 +133,9 @@ class Reply:
     # --- language model -> sentences --------------------------------------------------
     async def _produce(self) -> None:
         req = self.request
-        stream = self._llm.stream(req.messages, tools=req.tools, tool_choice=req.tool_choice)
+        stream = self._llm.stream(
+            req.messages, tools=req.tools, tool_choice=req.tool_choice, **req.llm_options
+        )
         try:
             async with _closing(stream):
                 async for chunk in stream:

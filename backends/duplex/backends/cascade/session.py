@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.backend import (
@@ -29,12 +30,13 @@ from duplex.agents.backend import (
     UserTranscript,
 )
 from duplex.agents.conversation import AudioPart, Conversation, Message, apply, diff, new_item_id
-from duplex.agents.errors import AudioFormatError, SessionClosedError
+from duplex.agents.errors import AudioFormatError, ResponseActiveError, SessionClosedError
 from duplex.agents.stages import LLM, TTS, PartialCallback, STTSession, STTUtterance
 from duplex.agents.tools import FunctionTool
 
 from .errors import STTError, STTOverflowError
 from .messages import to_chat_messages, tool_schemas
+from .options import llm_options
 from .response import Reply, ReplyRequest
 from .text import SpokenSegment, heard_text
 
@@ -73,12 +75,13 @@ class CascadeSession(BackendSession):
         self._events: asyncio.Queue[BackendEvent | None] = asyncio.Queue()
         self._utt: _Utterance | None = None
         self._transcribing: list[asyncio.Task[bool]] = []
-        self._reply_lock = asyncio.Lock()
         self._reply: Reply | None = None
         self._reply_task: asyncio.Task[object] | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         #: Where each assistant item's sentences sit in its audio, for `truncate`.
         self._spoken: dict[str, list[SpokenSegment]] = {}
+        self._llm_options: dict[str, Any] = {}
+        self._tool_choice: ToolChoice | None = None
         self._closed = False
 
     # --- events -------------------------------------------------------------------------
@@ -179,6 +182,16 @@ class CascadeSession(BackendSession):
     async def update_tools(self, tools: Sequence[FunctionTool]) -> None:
         self._tools = list(tools)
 
+    async def update_options(self, **changes: Any) -> None:
+        """Applies from the next completion: temperature, max_output_tokens, tool_choice.
+
+        The voice belongs to the TTS stage and turns to the local VAD; changing those
+        here raises `ConfigurationError`.
+        """
+        self._llm_options, self._tool_choice = llm_options(
+            self._llm, self._llm_options, self._tool_choice, changes
+        )
+
     async def sync(self, conversation: Conversation) -> None:
         """Adopt the session's conversation; applied as a diff so the mirror's rules hold."""
         self._check_open()
@@ -195,6 +208,11 @@ class CascadeSession(BackendSession):
     ) -> ResponseHandle:
         self._check_open()
         handle = ResponseHandle()
+        if any(not t.done() for t in self._tasks):
+            # Like a realtime server: one reply at a time. The session's reply policy
+            # decides what a second request means; nothing is queued here.
+            handle.fail(ResponseActiveError("a reply is already active"))
+            return handle
         waiting = list(self._transcribing)
         task = asyncio.create_task(
             self._respond(handle, waiting, instructions, tool_choice), name="cascade-reply"
@@ -225,42 +243,42 @@ class CascadeSession(BackendSession):
     ) -> None:
         # A reply answers the turns committed before it was asked for: wait for their text.
         heard = [await asyncio.shield(t) for t in waiting]
-        async with self._reply_lock:
-            response_id = f"resp_{uuid.uuid4().hex[:24]}"
-            handle.set_created(response_id)
-            self._emit(ResponseStarted(response_id, handle.request_id))
-            if waiting and not any(heard):
-                done = ResponseDone(response_id, "cancelled", reason="no_input")
-                self._emit(done)
-                handle.set_done(done)
-                return
-            tools = tool_schemas(self._tools) if tool_choice != "none" else []
-            request = ReplyRequest(
-                response_id=response_id,
-                messages=to_chat_messages(
-                    self._instructions if instructions is None else instructions,
-                    self._mirror.items,
-                ),
-                tools=tools,
-                tool_choice=tool_choice if tools else None,
-            )
-            reply = Reply(
-                request,
-                llm=self._llm,
-                tts=self._tts,
-                mirror=lambda: self._mirror,
-                emit=self._emit,
-                sentence_min_chars=self._sentence_min_chars,
-            )
-            self._reply = reply
-            self._reply_task = asyncio.current_task()
-            try:
-                done = await reply.run()
-            finally:
-                self._reply, self._reply_task = None, None
-                if reply.item_id is not None:
-                    self._spoken[reply.item_id] = reply.state.segments
+        response_id = f"resp_{uuid.uuid4().hex[:24]}"
+        handle.set_created(response_id)
+        self._emit(ResponseStarted(response_id, handle.request_id))
+        if waiting and not any(heard):
+            done = ResponseDone(response_id, "cancelled", reason="no_input")
+            self._emit(done)
             handle.set_done(done)
+            return
+        tools = tool_schemas(self._tools) if tool_choice != "none" else []
+        request = ReplyRequest(
+            response_id=response_id,
+            messages=to_chat_messages(
+                self._instructions if instructions is None else instructions,
+                self._mirror.items,
+            ),
+            tools=tools,
+            tool_choice=(tool_choice or self._tool_choice) if tools else None,
+            llm_options=dict(self._llm_options),
+        )
+        reply = Reply(
+            request,
+            llm=self._llm,
+            tts=self._tts,
+            mirror=lambda: self._mirror,
+            emit=self._emit,
+            sentence_min_chars=self._sentence_min_chars,
+        )
+        self._reply = reply
+        self._reply_task = asyncio.current_task()
+        try:
+            done = await reply.run()
+        finally:
+            self._reply, self._reply_task = None, None
+            if reply.item_id is not None:
+                self._spoken[reply.item_id] = reply.state.segments
+        handle.set_done(done)
 
     async def cancel_response(self) -> None:
         """Stops the LLM and TTS streams; returns once the reply has reported its end."""

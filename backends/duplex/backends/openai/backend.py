@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -58,7 +59,7 @@ class OpenAIRealtime(Backend):
         max_output_tokens: int | Literal["inf"] = "inf",
         speed: float | None = None,
         dialect: DialectName = "ga",
-        response_policy: ResponsePolicy = "keep_both",
+        response_policy: ResponsePolicy | None = None,
         max_session_duration: float | None = 20 * 60.0,
         reconnect: ReconnectPolicy | None = None,
         request_timeout: float = 30.0,
@@ -68,6 +69,19 @@ class OpenAIRealtime(Backend):
         env: Mapping[str, str] | None = None,
         _endpoint: Endpoint | None = None,
     ) -> None:
+        """``temperature`` works on the beta dialect only: the GA Realtime API has none
+        (`ConfigurationError` says so). ``response_policy`` is a deprecated alias that is
+        checked, warned about and ignored: `AgentSession(reply_policy=...)` decides what a
+        second request does, and this backend only queues requests one at a time."""
+        if response_policy is not None:
+            if response_policy not in ("cancel_existing", "cancel_new", "keep_both"):
+                raise ConfigurationError(f"unknown response_policy {response_policy!r}")
+            warnings.warn(
+                "OpenAIRealtime(response_policy=...) is deprecated and ignored: use "
+                "AgentSession(reply_policy=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.options = RealtimeOptions(
             model=model,
             instructions=instructions,
@@ -83,7 +97,6 @@ class OpenAIRealtime(Backend):
             max_output_tokens=max_output_tokens,
             speed=speed,
             dialect=dialect,
-            response_policy=response_policy,
             max_session_duration=max_session_duration,
             reconnect=reconnect or ReconnectPolicy(),
             request_timeout=request_timeout,

@@ -135,6 +135,7 @@ class RealtimeOptions:
     max_output_tokens: int | Literal["inf"] = "inf"
     speed: float | None = None
     dialect: DialectName = "ga"
+    #: Deprecated and ignored: the session's ``reply_policy`` decides; requests always queue.
     response_policy: ResponsePolicy = "keep_both"
     #: Planned reconnect (rollover) after this many seconds, at a quiet moment; None disables.
     max_session_duration: float | None = 20 * 60.0
@@ -159,7 +160,12 @@ class RealtimeOptions:
             raise ConfigurationError(f"unknown response_policy {self.response_policy!r}")
         if self.temperature is not None:
             if self.dialect != "beta":
-                raise ConfigurationError("temperature exists only in the beta dialect")
+                raise ConfigurationError(
+                    "temperature exists only in the beta dialect: the GA Realtime API has no "
+                    "session or response temperature (the GA session.update schema has no such "
+                    "field); use dialect='beta' (or OpenAIRealtime.with_azure with a preview "
+                    "api_version), or leave temperature unset"
+                )
             if not 0.6 <= self.temperature <= 1.2:
                 raise ConfigurationError("temperature must be within [0.6, 1.2]")
         mot = self.max_output_tokens

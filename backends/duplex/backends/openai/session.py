@@ -29,12 +29,13 @@ from duplex.agents.backend import (
     ToolChoice,
 )
 from duplex.agents.conversation import Conversation, Item, Message
-from duplex.agents.errors import BackendErrorException, ResponseActiveError, SessionClosedError
+from duplex.agents.errors import BackendErrorException, SessionClosedError
 from duplex.agents.tools import FunctionTool
 
 from .connection import MALFORMED, ConnectError, Connection, dial, new_event_id
 from .dialect import dialect_for
 from .dispatch import Dispatcher
+from .live_options import changed_options
 from .metrics import ResponseMetrics
 from .mirror import settle
 from .options import Endpoint, RealtimeOptions
@@ -239,6 +240,16 @@ class OpenAIRealtimeSession(BackendSession):
             conn, self._dialect.tools_update(self._tools, self._opts.tool_choice)
         )
 
+    async def update_options(self, **changes: Any) -> None:
+        """One ``session.update`` with the changed options (kept for reconnects too)."""
+        opts = changed_options(self._opts, self._st.mirror.items, **changes)
+        if opts is None:
+            return
+        conn = await self._wait_ready()
+        session = self._dialect.session(opts, self._instructions, self._tools)
+        await self._session_update(conn, session)
+        self._opts = self._st.opts = opts
+
     # --- conversation ---------------------------------------------------------------------
     async def sync(self, conversation: Conversation) -> None:
         """Make the server's conversation equal ``conversation``.
@@ -326,13 +337,8 @@ class OpenAIRealtimeSession(BackendSession):
         self._check_open()
         st = self._st
         handle = OpenAIResponseHandle(instructions=instructions, tool_choice=tool_choice)
-        if st.responses.busy or st.responses.queued:
-            policy = self._opts.response_policy
-            if policy == "cancel_new":
-                handle.fail(ResponseActiveError("a response is already active or requested"))
-                return handle
-            if policy == "cancel_existing":
-                await self.cancel_response()
+        # One at a time: the session's reply policy decides what a second request means;
+        # here it only waits for the active response (a server-VAD one included) to end.
         st.responses.queued.append(handle)
         st.changed()
         return handle

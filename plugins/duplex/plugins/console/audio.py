@@ -9,10 +9,8 @@ canceller and hand results to the event loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import threading
 from typing import Any
 
 import numpy as np
@@ -20,8 +18,9 @@ import numpy.typing as npt
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError
+from duplex.agents.output_buffer import BufferedAudioOutput
 from duplex.agents.resample import Resampler
-from duplex.agents.transport import AudioOutput, QueuedAudioInput
+from duplex.agents.transport import QueuedAudioInput
 
 from .aec import EchoCanceller
 from .devices import AudioDeviceError, sounddevice
@@ -39,99 +38,46 @@ class ConsoleAudioInput(QueuedAudioInput):
         self.channels = 1
 
 
-class ConsoleAudioOutput(AudioOutput):
-    """A bounded queue the audio callback drains in real time."""
+class ConsoleAudioOutput(BufferedAudioOutput):
+    """The core `OutputBuffer`, pulled by the speaker callback in real time."""
 
     def __init__(self, sample_rate: int, *, buffer_ms: float = 200.0) -> None:
-        self.sample_rate = sample_rate
-        self.channels = 1
-        self.frame_ms = 20.0
+        super().__init__(sample_rate, 1, capacity_ms=buffer_ms)
         self.buffer_ms = buffer_ms
-        self._lock = threading.Lock()
-        self._blocks: collections.deque[Int16] = collections.deque()
-        self._pending = 0  # samples queued, guarded by _lock
-        self._played = 0  # samples handed to the device
-        self._generation = 0
-        self._space = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._resampler: Resampler | None = None
         self._closed = False
 
     # audio thread --------------------------------------------------------------------------
     def pull(self, n: int) -> Int16:
         """``n`` samples for the speaker (silence where nothing is queued)."""
-        out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        with self._lock:
-            while filled < n and self._blocks:
-                block = self._blocks[0]
-                take = min(n - filled, len(block))
-                out[filled : filled + take] = block[:take]
-                if take == len(block):
-                    self._blocks.popleft()
-                else:
-                    self._blocks[0] = block[take:]
-                filled += take
-            self._pending -= filled
-            self._played += filled
-        return out
+        return self.buffer.pull(n)[:, 0]
 
     def notify(self) -> None:
-        """On the loop, after the callback took audio: wake writers and drain waiters."""
-        self._space.set()
-        if self._pending == 0:
-            self._drained.set()
+        """Kept for callers of the first release: the buffer wakes writers itself."""
 
     # AudioOutput -----------------------------------------------------------------------------
     @property
-    def buffered_ms(self) -> float:
-        return 1000.0 * self._pending / self.sample_rate
-
-    @property
     def played_ms(self) -> float:
-        return 1000.0 * self._played / self.sample_rate
+        return self.buffer.pulled_ms
 
     async def write(self, frame: AudioFrame) -> None:
         if self._closed:
             return
-        samples = self._conform(frame)
-        if samples is None or not len(samples):
+        conformed = self._conform(frame)
+        if conformed is None or not conformed.samples_per_channel:
             return
-        generation = self._generation
-        ms = 1000.0 * len(samples) / self.sample_rate
-        while self.buffered_ms + ms > self.buffer_ms and self.buffered_ms > 0:
-            self._space.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                # the timeout only guards against a device that stopped calling back
-                await asyncio.wait_for(self._space.wait(), 1.0)
-            if generation != self._generation or self._closed:
-                return  # cleared while waiting: this audio belongs to the interrupted reply
-        with self._lock:
-            self._blocks.append(samples)
-            self._pending += len(samples)
-        self._drained.clear()
+        await self.buffer.write(conformed)
 
     def clear(self) -> float:
-        with self._lock:
-            dropped = self._pending
-            self._blocks.clear()
-            self._pending = 0
-        self._generation += 1
         if self._resampler is not None:
             self._resampler.reset()
-        self._space.set()
-        self._drained.set()
-        return 1000.0 * dropped / self.sample_rate
-
-    async def wait_drained(self) -> None:
-        await self._drained.wait()
+        return self.buffer.clear()
 
     def close(self) -> None:
         self._closed = True
-        self.clear()
+        self.buffer.close()
 
-    def _conform(self, frame: AudioFrame) -> Int16 | None:
+    def _conform(self, frame: AudioFrame) -> AudioFrame | None:
         if not isinstance(frame, AudioFrame):
             raise AudioFormatError(f"expected an AudioFrame, got {type(frame).__name__}")
         if frame.channels != 1:
@@ -140,11 +86,8 @@ class ConsoleAudioOutput(AudioOutput):
             r = self._resampler
             if r is None or r.input_rate != frame.sample_rate:
                 r = self._resampler = Resampler(frame.sample_rate, self.sample_rate)
-            out = r.push(frame)
-            if out is None:
-                return None
-            frame = out
-        return frame.data[:, 0].copy()
+            return r.push(frame)
+        return frame
 
 
 class DeviceStream:
@@ -224,7 +167,6 @@ class DeviceStream:
         self._out_latency = max(0.0, t.outputBufferDacTime - t.currentTime)
         if self.aec is not None and frames % self.block == 0:
             self.aec.far_end(played)
-        self._post(self.output.notify)
 
     def _capture(self, indata: Any, frames: int, t: Any, status: Any) -> None:
         self.callbacks += 1

@@ -18,14 +18,17 @@ import numpy as np
 
 from duplex.agents.audio import AudioFrame, FrameChunker
 from duplex.agents.errors import AudioFormatError
+from duplex.agents.output_buffer import BufferedAudioOutput
 from duplex.agents.resample import Resampler
-from duplex.agents.transport import AudioOutput, QueuedAudioInput
+from duplex.agents.transport import QueuedAudioInput
 from livekit import rtc
 
 logger = logging.getLogger("duplex.plugins.livekit")
 
 #: The native source moves audio in 10 ms blocks; a partial block would wait for the next write.
 _BLOCK_MS = 10.0
+#: Depth of the native queue behind our buffer: enough that the source never starves.
+_NATIVE_QUEUE_MS = 40.0
 
 
 def to_rtc_frame(frame: AudioFrame) -> rtc.AudioFrame:
@@ -92,12 +95,14 @@ class RoomAudioInput(QueuedAudioInput):
         super().close()
 
 
-class RoomAudioOutput(AudioOutput):
+class RoomAudioOutput(BufferedAudioOutput):
     """The agent's published voice.
 
-    ``write`` waits while ``buffer_ms`` of audio is already queued (back-pressure
-    paced by the far side's clock); ``clear`` empties the native queue at once.
-    ``played_ms`` counts what left the queue, which is what the caller heard.
+    The core `OutputBuffer` (``buffer_ms``) paces the session; a pump moves 10 ms
+    blocks from it into the native ``rtc.AudioSource`` queue, kept just deep enough
+    that the source never starves. What left the native queue is what the far side
+    was sent, and the pump reports that as the played position, so "heard" never
+    counts audio still waiting natively. ``clear`` empties both queues at once.
     """
 
     def __init__(
@@ -110,31 +115,28 @@ class RoomAudioOutput(AudioOutput):
     ) -> None:
         if buffer_ms < 2 * _BLOCK_MS:
             raise AudioFormatError(f"buffer_ms must be at least {2 * _BLOCK_MS:.0f} ms")
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.frame_ms = 20.0
+        # buffer_ms bounds all audio ahead of the listener: ours, the native queue and the
+        # block being handed over.
+        ours = max(_BLOCK_MS, buffer_ms - _NATIVE_QUEUE_MS - 2 * _BLOCK_MS)
+        super().__init__(sample_rate, channels, capacity_ms=ours, sink_reports=True)
         self.buffer_ms = buffer_ms
         self.track_name = track_name
         self._source: rtc.AudioSource | None = None
         self._track: rtc.LocalAudioTrack | None = None
         self._chunker = FrameChunker(sample_rate, channels, _BLOCK_MS)
         self._resampler: Resampler | None = None
+        self._pump: asyncio.Task[None] | None = None
         self._generation = 0
-        self._wake: asyncio.Future[None] | None = None
-        self._captured_ms = 0.0  # handed to the native queue
-        self._dropped_ms = 0.0  # of those, thrown away by clear()
         self._closed = False
 
     # setup -------------------------------------------------------------------------------
     @property
     def source(self) -> rtc.AudioSource:
         if self._source is None:
-            # the native queue is a little larger than ours so capture_frame never blocks:
-            # a capture blocked natively could not be undone by clear()
             self._source = rtc.AudioSource(
                 self.sample_rate,
                 self.channels,
-                queue_size_ms=int(self.buffer_ms + 4 * _BLOCK_MS),
+                queue_size_ms=int(_NATIVE_QUEUE_MS),
                 loop=asyncio.get_running_loop(),
             )
         return self._source
@@ -148,12 +150,14 @@ class RoomAudioOutput(AudioOutput):
     # AudioOutput -------------------------------------------------------------------------
     @property
     def buffered_ms(self) -> float:
-        return self._queued_ms() + self._pending_ms()
+        self._report()
+        return self.buffer.buffered_ms + self._pending_ms()
 
     @property
     def played_ms(self) -> float:
-        """Milliseconds that left the queue since the start: what the far side was sent."""
-        return max(0.0, self._captured_ms - self._dropped_ms - self._queued_ms())
+        """Milliseconds that left the native queue since the start: what the far side got."""
+        self._report()
+        return self.buffer.heard_ms
 
     async def write(self, frame: AudioFrame) -> None:
         if self._closed:
@@ -161,55 +165,77 @@ class RoomAudioOutput(AudioOutput):
         conformed = self._conform(frame)
         if conformed is None:
             return
+        self._start_pump()
         generation = self._generation
-        source = self.source
         for block in self._chunker.push(conformed):
-            while self._queued_ms() + _BLOCK_MS > self.buffer_ms:
-                await self._wait((self._queued_ms() + _BLOCK_MS - self.buffer_ms) / 1000.0)
-                if generation != self._generation or self._closed:
-                    return  # cleared while waiting: this audio belongs to the interrupted reply
             if generation != self._generation:
-                return
-            # capture_frame hands the block to the native queue before its first await,
-            # so count it first: a cancelled write still left this block queued
-            self._captured_ms += _BLOCK_MS
-            await source.capture_frame(to_rtc_frame(block))
+                return  # cleared meanwhile: the rest belongs to the interrupted reply
+            await self.buffer.write(block)
 
     def clear(self) -> float:
-        queued, pending = self._queued_ms(), self._pending_ms()
+        self._report()
+        pending = self._pending_ms()
         self._generation += 1
         self._chunker.clear()
         if self._resampler is not None:
             self._resampler.reset()
         if self._source is not None:
             self._source.clear_queue()
-        self._dropped_ms += queued
-        self._wake_writers()
-        return queued + pending
+        return self.buffer.clear() + pending
 
     async def wait_drained(self) -> None:
         tail = self._chunker.flush(pad=True)
         if tail is not None:
-            self._captured_ms += _BLOCK_MS
-            await self.source.capture_frame(to_rtc_frame(tail))
-        if self._source is not None:
-            await self._source.wait_for_playout()
+            self._start_pump()
+            await self.buffer.write(tail)
+        await self.buffer.wait_drained()
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._wake_writers()
+        self.buffer.close()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
         if self._source is not None:
             self._source.clear_queue()
             await self._source.aclose()
 
     # internals ---------------------------------------------------------------------------
-    def _queued_ms(self) -> float:
+    def _native_ms(self) -> float:
         return 0.0 if self._source is None else 1000.0 * self._source.queued_duration
+
+    def _report(self) -> None:
+        self.buffer.report_played(self.buffer.pulled_ms - self._native_ms())
 
     def _pending_ms(self) -> float:
         return 1000.0 * self._chunker.pending_samples / self.sample_rate
+
+    def _start_pump(self) -> None:
+        if self._pump is None and not self._closed:
+            self._pump = asyncio.get_running_loop().create_task(
+                self._run_pump(), name="livekit-voice-pump"
+            )
+
+    async def _run_pump(self) -> None:
+        """Moves blocks into the native queue; tracks its play-out while it drains."""
+        source = self.source
+        block = round(_BLOCK_MS * self.sample_rate / 1000.0)
+        buf = self.buffer
+        while not self._closed:
+            self._report()
+            if buf.paused or buf.queued_ms <= 0:
+                if buf.heard_ms < buf.pulled_ms:
+                    await asyncio.sleep(_BLOCK_MS / 1000.0)  # the native queue still plays
+                else:
+                    await buf.wait_audio()
+                continue
+            frame = buf.take(block)
+            if frame is None:
+                continue
+            await source.capture_frame(to_rtc_frame(frame))
 
     def _conform(self, frame: AudioFrame) -> AudioFrame | None:
         if not isinstance(frame, AudioFrame):
@@ -227,17 +253,6 @@ class RoomAudioOutput(AudioOutput):
                 frame.sample_rate, self.sample_rate, input_channels=frame.channels
             )
         return r.push(frame)
-
-    async def _wait(self, seconds: float) -> None:
-        """Sleep until the queue has room, or until clear()/close wakes us."""
-        if self._wake is None or self._wake.done():
-            self._wake = asyncio.get_running_loop().create_future()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._wake), max(seconds, 0.001))
-
-    def _wake_writers(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-from collections import deque
 
 import av
 import numpy as np
@@ -18,7 +17,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from duplex.agents.audio import AudioFrame, Int16Array, float_to_pcm16
 from duplex.agents.errors import AudioFormatError
-from duplex.agents.transport import AudioOutput
+from duplex.agents.output_buffer import BufferedAudioOutput
 
 __all__ = ["RATE", "AgentAudioTrack", "av_to_frame"]
 
@@ -46,66 +45,37 @@ def av_to_frame(frame: av.AudioFrame) -> AudioFrame:
     return AudioFrame(data, frame.sample_rate, channels).to_mono()
 
 
-class AgentAudioTrack(MediaStreamTrack, AudioOutput):
+class AgentAudioTrack(MediaStreamTrack, BufferedAudioOutput):
     """The agent's voice: an aiortc audio track that is also the session's `AudioOutput`.
 
-    ``write`` blocks while more than ``max_buffer_ms`` wait to be sent, so the
-    session never runs far ahead of the caller's ears and ``clear`` (an
-    interruption) drops at most that much.
+    The core `OutputBuffer` holds at most ``max_buffer_ms`` ahead of what is sent, so
+    the session never runs far ahead of the caller's ears and ``clear`` (an
+    interruption) drops at most that much; ``recv`` is the clock that pulls it.
     """
 
     kind = "audio"
-    sample_rate = RATE
-    channels = 1
-    frame_ms = float(FRAME_MS)
 
     def __init__(self, *, max_buffer_ms: float = 200.0) -> None:
-        super().__init__()
-        self._capacity = max(FRAME_SAMPLES, round(max_buffer_ms * RATE / 1000))
-        self._chunks: deque[Int16Array] = deque()
-        self._buffered = 0
-        self._generation = 0
-        self._space = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        MediaStreamTrack.__init__(self)
+        BufferedAudioOutput.__init__(
+            self, RATE, 1, capacity_ms=max(float(FRAME_MS), max_buffer_ms), frame_ms=FRAME_MS
+        )
         self._start: float | None = None
         self._pts = 0
-        #: Samples of written audio handed to the encoder (what the caller will hear).
-        self.sent_samples = 0
         self.frames_sent = 0
+
+    @property
+    def sent_samples(self) -> int:
+        """Samples of written audio handed to the encoder (what the caller will hear)."""
+        return round(self.buffer.pulled_ms * RATE / 1000)
 
     # --- AudioOutput ------------------------------------------------------------------
     async def write(self, frame: AudioFrame) -> None:
         if frame.sample_rate != RATE:
             raise AudioFormatError(f"WebRTC output takes {RATE} Hz audio, got {frame.sample_rate}")
-        data = frame.to_mono().data[:, 0]
-        generation = self._generation
-        while self._buffered >= self._capacity and self.readyState == "live":
-            self._space.clear()
-            await self._space.wait()
-            if generation != self._generation:
-                return  # cleared while waiting: this frame belongs to the interrupted reply
         if self.readyState != "live":
             return  # the call is over; nobody will hear it
-        self._chunks.append(data)
-        self._buffered += len(data)
-        self._drained.clear()
-
-    def clear(self) -> float:
-        dropped_ms = 1000.0 * self._buffered / RATE
-        self._chunks.clear()
-        self._buffered = 0
-        self._generation += 1
-        self._space.set()
-        self._drained.set()
-        return dropped_ms
-
-    @property
-    def buffered_ms(self) -> float:
-        return 1000.0 * self._buffered / RATE
-
-    async def wait_drained(self) -> None:
-        await self._drained.wait()
+        await self.buffer.write(frame.to_mono())
 
     # --- MediaStreamTrack ---------------------------------------------------------------
     async def recv(self) -> av.AudioFrame:
@@ -125,9 +95,8 @@ class AgentAudioTrack(MediaStreamTrack, AudioOutput):
                 await asyncio.sleep(due - now)
         if self.readyState != "live":
             raise MediaStreamError
-        out = av.AudioFrame.from_ndarray(
-            self._take(FRAME_SAMPLES).reshape(1, -1), format="s16", layout="mono"
-        )
+        samples = self.buffer.pull(FRAME_SAMPLES)
+        out = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         out.sample_rate = RATE
         out.pts = self._pts
         out.time_base = fractions.Fraction(1, RATE)
@@ -137,27 +106,4 @@ class AgentAudioTrack(MediaStreamTrack, AudioOutput):
     def stop(self) -> None:
         super().stop()
         # Wake writers and drain waiters: nothing more will be played.
-        self._chunks.clear()
-        self._buffered = 0
-        self._space.set()
-        self._drained.set()
-
-    def _take(self, n: int) -> Int16Array:
-        out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        while filled < n and self._chunks:
-            head = self._chunks[0]
-            k = min(n - filled, len(head))
-            out[filled : filled + k] = head[:k]
-            filled += k
-            if k == len(head):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = head[k:]
-        self._buffered -= filled
-        self.sent_samples += filled
-        if filled and self._buffered < self._capacity:
-            self._space.set()
-        if self._buffered == 0:
-            self._drained.set()
-        return out
+        self.buffer.close()

@@ -14,7 +14,7 @@ import json
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import av
@@ -30,7 +30,7 @@ from aiortc.sdp import SessionDescription
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import DuplexError
-from duplex.agents.transport import AudioInput, Transport
+from duplex.agents.transport import QueuedAudioInput, Transport
 
 from .audio import AgentAudioTrack, av_to_frame
 from .messages import ProtocolError, event_to_message, parse_client_message
@@ -51,39 +51,24 @@ class SignalingError(DuplexError, ValueError):
     """The peer's SDP offer cannot be used; the message says why."""
 
 
-class PeerAudioInput(AudioInput):
-    """The caller's microphone, fed by the transport's reader task."""
+class PeerAudioInput(QueuedAudioInput):
+    """The caller's microphone, fed by the transport's reader task (the core's bounded queue)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue(INPUT_QUEUE_FRAMES)
-        self._ended = False
+        super().__init__(max_queue_ms=INPUT_QUEUE_FRAMES * 20.0, frame_ms=20.0)
         self.frames_received = 0
-        self.frames_dropped = 0
 
     def put(self, frame: AudioFrame) -> None:
-        if self._ended:
-            return
-        if self._queue.full():
-            self._queue.get_nowait()
-            self.frames_dropped += 1
-        self._queue.put_nowait(frame)
-        self.frames_received += 1
+        if not self.closed:
+            self.frames_received += 1
+        super().put(frame)
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.dropped_frames
 
     def end(self) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-
-    async def frames(self) -> AsyncIterator[AudioFrame]:
-        while True:
-            frame = await self._queue.get()
-            if frame is None:
-                self._queue.put_nowait(None)  # later iterators end too
-                return
-            yield frame
+        self.close()
 
 
 class WebRTCTransport(Transport):
