@@ -33,6 +33,7 @@ from .events import (
     ToolCalled,
     ToolExecuted,
     TurnMetrics,
+    UserIdle,
     UserStateChanged,
     UserTranscribed,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "TurnDetector",
     "TurnMetrics",
     "TurnOptions",
+    "UserIdle",
     "UserStateChanged",
     "UserTranscribed",
     "VADStream",

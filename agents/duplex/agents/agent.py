@@ -52,5 +52,19 @@ class Agent:
     def tools(self) -> list[FunctionTool]:
         return list(self._tools)
 
+    async def on_user_idle(self, session: AgentSession, count: int) -> None:
+        """The caller has been silent ``count`` times in a row after the agent spoke.
+
+        By default: ask once more whether they are still there, and after
+        ``session.max_idle_prompts`` unanswered prompts end the call.
+        """
+        if count > session.max_idle_prompts:
+            await session.aclose("user_idle")
+            return
+        await session.generate_reply(
+            instructions="The caller has said nothing for a while. In one short sentence, "
+            "ask whether they are still there."
+        )
+
     async def on_enter(self, session: AgentSession) -> None:
         """Called once the session is live; e.g. ``await session.generate_reply()`` to greet."""

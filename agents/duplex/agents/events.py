@@ -93,6 +93,14 @@ class AgentInterrupted:
 
 
 @dataclass(frozen=True)
+class UserIdle:
+    """The caller said nothing for ``idle_s`` after the agent finished; ``count`` in a row."""
+
+    count: int
+    idle_s: float
+
+
+@dataclass(frozen=True)
 class SessionError:
     code: str
     message: str
@@ -114,6 +122,7 @@ SessionEvent: TypeAlias = (
     | ToolExecuted
     | MetricsCollected
     | AgentInterrupted
+    | UserIdle
     | SessionError
     | SessionClosed
 )

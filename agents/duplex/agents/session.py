@@ -31,9 +31,11 @@ from .events import (
     SessionClosed,
     SessionError,
     ToolExecuted,
+    UserIdle,
     UserState,
     UserStateChanged,
 )
+from .idle import IdleWatcher, Scheduler
 from .input_path import InputPath
 from .playout import Playout
 from .replies import Replies
@@ -68,6 +70,9 @@ class AgentSession:
         local_vad_for_barge_in: bool = True,
         resume_false_interruption: bool = False,
         false_interruption_timeout: float = 1.5,
+        user_idle_timeout: float | None = 15.0,
+        max_idle_prompts: int = 1,
+        scheduler: Scheduler | None = None,
     ) -> None:
         if reply_policy not in ("queue", "cancel_existing", "reject"):
             raise ValueError(f"unknown reply_policy {reply_policy!r}")
@@ -111,6 +116,13 @@ class AgentSession:
         self.barge_in = BargeIn(self)
         self._router = BackendRouter(self)
         self.closed = asyncio.Event()
+        #: Unanswered "are you still there?" prompts before `Agent.on_user_idle` ends the call.
+        self.max_idle_prompts = max_idle_prompts
+        self._idle = IdleWatcher(user_idle_timeout, self._on_user_idle, scheduler)
+        self.on(AgentStateChanged, lambda e: self._idle.agent_state(e.old, e.new))
+        self.on(
+            UserStateChanged, lambda e: self._idle.user_active() if e.new == "speaking" else None
+        )
 
     # public API -------------------------------------------------------------------------
     @property
@@ -245,6 +257,7 @@ class AgentSession:
 
     async def send_text(self, text: str) -> None:
         """Text typed by the caller: becomes a user message, then a reply."""
+        self._idle.user_active()
         self.append(Message.text_message("user", text))
         self.new_user_turn()
         await self.sync()
@@ -293,6 +306,7 @@ class AgentSession:
             await self.closed.wait()
             return
         self._closing = True
+        self._idle.close()
         self.barge_in.cancel()
         await self.tools.aclose()
         await self._providers.aclose()
@@ -450,6 +464,16 @@ class AgentSession:
     def append(self, item: Any) -> None:
         self.conversation.append(item)
         self.emit(ConversationItemAdded(item))
+
+    def _user_state_for_idle(self, event: UserStateChanged) -> None:
+        if event.new == "speaking":
+            self._idle.user_active()
+
+    def _on_user_idle(self, count: int) -> None:
+        if self._closing:
+            return
+        self.emit(UserIdle(count, self._idle.timeout or 0.0))
+        self.spawn(self.agent.on_user_idle(self, count), "user-idle")
 
     def set_agent_state(self, state: AgentState) -> None:
         if state != self._agent_state and self._agent_state != "closed":

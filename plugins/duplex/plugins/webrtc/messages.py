@@ -21,6 +21,7 @@ from duplex.agents.events import (
     SessionClosed,
     SessionError,
     ToolExecuted,
+    UserIdle,
     UserStateChanged,
     UserTranscribed,
 )
@@ -89,6 +90,8 @@ def event_to_message(event: object) -> dict[str, Any] | None:
             return {"type": "error", "code": code, "message": message, "recoverable": recoverable}
         case SessionClosed(reason=reason):
             return {"type": "closed", "reason": reason}
+        case UserIdle(count=count, idle_s=idle_s):
+            return {"type": "user_idle", "count": count, "idle_s": idle_s}
     return None
 
 
