@@ -93,6 +93,14 @@ class AgentInterrupted:
 
 
 @dataclass(frozen=True)
+class AgentHandoff:
+    """The call passed from one agent to another (names, for UIs and logs)."""
+
+    from_agent: str
+    to_agent: str
+
+
+@dataclass(frozen=True)
 class UserIdle:
     """The caller said nothing for ``idle_s`` after the agent finished; ``count`` in a row."""
 
@@ -122,6 +130,7 @@ SessionEvent: TypeAlias = (
     | ToolExecuted
     | MetricsCollected
     | AgentInterrupted
+    | AgentHandoff
     | UserIdle
     | SessionError
     | SessionClosed

@@ -24,6 +24,7 @@ from .conversation import Conversation, FunctionCall, FunctionCallOutput, Messag
 from .emitter import Emitter, Handler
 from .errors import BackendErrorException, ResponseActiveError, SessionClosedError
 from .events import (
+    AgentHandoff,
     AgentState,
     AgentStateChanged,
     ConversationItemAdded,
@@ -35,6 +36,7 @@ from .events import (
     UserState,
     UserStateChanged,
 )
+from .handoff import reduce
 from .idle import IdleWatcher, Scheduler
 from .input_path import InputPath
 from .playout import Playout
@@ -95,7 +97,7 @@ class AgentSession:
         self._emitter = Emitter()
         self.replies = Replies()
         self._tool_list: list[FunctionTool] = agent.tools
-        self.tools = ToolRunner(self._tool_list, self._on_tool_output)
+        self.tools = ToolRunner(self._tool_list, self._on_tool_output, self._tool_handoff)
         self.control = asyncio.Lock()
         self._providers = ProviderTools(agent.mcp_servers, agent.tools, self._set_tools)
         self._tasks = TaskSet(
@@ -287,6 +289,40 @@ class AgentSession:
         if self._backend is not None:
             async with self.control:
                 await self._backend.update_tools(tools)
+
+    async def update_agent(self, agent: Agent) -> None:
+        """Hand the call to ``agent``: same connection, same conversation (or its policy's)."""
+        old = self.agent
+        if agent is old:
+            return
+        await old.on_exit(self)
+        reduction = await reduce(self.conversation, agent.chat_ctx)
+        for item_id in reduction.delete:
+            self.conversation.remove(item_id)
+        if reduction.note is not None:
+            self.conversation.insert_after(None, reduction.note)
+        await self._providers.aclose()
+        self._providers = ProviderTools(agent.mcp_servers, agent.tools, self._set_tools)
+        self._tool_list = await self._providers.start()
+        self.tools.set_tools(self._tool_list)
+        self.agent = agent
+        if agent.turn is not None:
+            self.turn = agent.turn
+            if self.input is not None and self.input.detector is not None:
+                self.input.detector.options = agent.turn
+        async with self.control:
+            await self.backend_session.update_agent(
+                instructions=agent.instructions,
+                tools=self._tool_list,
+                **dict(agent.backend_options or {}),
+            )
+        if reduction.delete or reduction.note is not None:
+            await self.sync()
+        self.emit(AgentHandoff(old.label, agent.label))
+        await agent.on_enter(self)
+
+    async def _tool_handoff(self, call: FunctionCall, agent: Agent) -> None:
+        await self.update_agent(agent)
 
     async def update_options(self, **changes: Any) -> None:
         """Change what the backend can change live (see `BackendSession.update_options`)."""

@@ -12,15 +12,21 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conversation import FunctionCall, FunctionCallOutput
 from .errors import ToolArgumentsError, ToolError
+from .handoff import handoff_target
 from .tools import FunctionTool
+
+if TYPE_CHECKING:
+    from .agent import Agent
 
 logger = logging.getLogger("duplex.agents.tools")
 
 OutputSink = Callable[[FunctionCall, FunctionCallOutput, float], Awaitable[None]]
+#: Receives the agent a tool returned, after that call's output was recorded.
+HandoffSink = Callable[[FunctionCall, "Agent"], Awaitable[None]]
 
 
 @dataclass
@@ -40,9 +46,15 @@ class ToolBatch:
 class ToolRunner:
     """Executes calls and hands each output to ``sink`` exactly once, interrupted or not."""
 
-    def __init__(self, tools: Sequence[FunctionTool], sink: OutputSink) -> None:
+    def __init__(
+        self,
+        tools: Sequence[FunctionTool],
+        sink: OutputSink,
+        on_handoff: HandoffSink | None = None,
+    ) -> None:
         self._tools = {t.name: t for t in tools}
         self._sink = sink
+        self._on_handoff = on_handoff
         self._batches: dict[str, ToolBatch] = {}
         self._seen_calls: set[str] = set()
 
@@ -90,16 +102,27 @@ class ToolRunner:
 
     async def _run(self, call: FunctionCall) -> FunctionCallOutput:
         started = time.monotonic()
-        output = await self._execute(call)
+        output, next_agent = await self._execute(call)
         try:
             await self._sink(call, output, time.monotonic() - started)
         except Exception:
             logger.exception("could not record output of tool call %s", call.call_id)
+        if next_agent is not None and self._on_handoff is not None:
+            # Before the batch counts as finished, so the follow-up reply is the new agent's.
+            try:
+                await self._on_handoff(call, next_agent)
+            except Exception:
+                logger.exception("handoff requested by tool call %s failed", call.call_id)
         return output
 
-    async def _execute(self, call: FunctionCall) -> FunctionCallOutput:
-        def error(text: str) -> FunctionCallOutput:
-            return FunctionCallOutput(call.call_id, f"error: {text}", is_error=True, name=call.name)
+    async def _execute(self, call: FunctionCall) -> tuple[FunctionCallOutput, Agent | None]:
+        """The call's output, and the agent it hands the call to, if its tool returned one."""
+
+        def error(text: str) -> tuple[FunctionCallOutput, None]:
+            failed = FunctionCallOutput(
+                call.call_id, f"error: {text}", is_error=True, name=call.name
+            )
+            return failed, None
 
         tool = self._tools.get(call.name)
         if tool is None:
@@ -119,7 +142,8 @@ class ToolRunner:
         except Exception as e:
             logger.exception("tool %s raised", call.name)
             return error(f"{call.name} failed: {type(e).__name__}: {e}")
-        return FunctionCallOutput(call.call_id, _to_text(result), name=call.name)
+        next_agent, result = handoff_target(result)
+        return FunctionCallOutput(call.call_id, _to_text(result), name=call.name), next_agent
 
 
 def _to_text(result: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from duplex.agents.conversation import FunctionCall, Message
 from duplex.agents.events import (
+    AgentHandoff,
     AgentInterrupted,
     AgentStateChanged,
     AgentTranscribed,
@@ -90,6 +91,8 @@ def event_to_message(event: object) -> dict[str, Any] | None:
             return {"type": "error", "code": code, "message": message, "recoverable": recoverable}
         case SessionClosed(reason=reason):
             return {"type": "closed", "reason": reason}
+        case AgentHandoff(from_agent=old, to_agent=new):
+            return {"type": "agent_handoff", "from": old, "to": new}
         case UserIdle(count=count, idle_s=idle_s):
             return {"type": "user_idle", "count": count, "idle_s": idle_s}
     return None
