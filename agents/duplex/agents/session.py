@@ -136,6 +136,12 @@ class AgentSession:
         return self._user_state
 
     @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise SessionClosedError("session not started")
+        return self._transport
+
+    @property
     def backend_session(self) -> BackendSession:
         if self._backend is None:
             raise SessionClosedError("session not started")
