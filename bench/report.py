@@ -26,6 +26,7 @@ START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 NAMES = {
     "duplex": "duplex",
     "livekit": "livekit-agents",
+    "pipecat": "pipecat",
     "duplex_server_vad": "duplex (server VAD only)",
     "harness": "harness alone",
 }
@@ -87,25 +88,29 @@ def capacity(rows: list[Row], fw: str) -> str:
 
 def summary_table(rows: list[Row], level: int) -> str:
     d, lk = _find(rows, "duplex", level), _find(rows, "livekit", level)
+    pc = _find(rows, "pipecat", level)
     lines = [
-        f"| at {level} sessions | duplex | livekit-agents | duplex / livekit | duplex target | "
-        "livekit reference |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| at {level} sessions | duplex | livekit-agents | pipecat | duplex / livekit | "
+        "duplex / pipecat | duplex target | livekit reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, get, target, ref in SUMMARY:
         a = get(d) if d else None
         b = get(lk) if lk else None
+        c = get(pc) if pc else None
         met = ""
         if target is not None and a is not None:
             met = " ✅" if a <= target else " ❌"
         digits = 4 if "CPU" in label else 1
         lines.append(
-            f"| {label} | {_f(a, digits)} | {_f(b, digits)} | {_ratio(a, b)} | "
+            f"| {label} | {_f(a, digits)} | {_f(b, digits)} | {_f(c, digits)} | "
+            f"{_ratio(a, b)} | {_ratio(a, c)} | "
             f"{'' if target is None else '≤ ' + _f(target, digits)}{met} | {ref} |"
         )
     lines.append(
         f"| most sessions before p99 lateness > {C.LATENESS_LIMIT_MS:.0f} ms | "
-        f"{capacity(rows, 'duplex')} | {capacity(rows, 'livekit')} | | ≥ 300 | 100–200 |"
+        f"{capacity(rows, 'duplex')} | {capacity(rows, 'livekit')} | "
+        f"{capacity(rows, 'pipecat')} | | | ≥ 300 | 100–200 |"
     )
     return "\n".join(lines)
 
@@ -177,7 +182,11 @@ def plot(rows: list[Row], path: Path) -> None:
             C.LATENESS_LIMIT_MS,
         ),
     ]
-    styles = {"duplex": ("tab:blue", "o"), "livekit": ("tab:orange", "s")}
+    styles = {
+        "duplex": ("tab:blue", "o"),
+        "livekit": ("tab:orange", "s"),
+        "pipecat": ("tab:green", "^"),
+    }
     for ax, title, get, limit in panels:
         for fw, (color, marker) in styles.items():
             pts = sorted((r.sessions, get(r)) for r in rows if r.framework == fw)
@@ -195,8 +204,9 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.set_xlabel("concurrent sessions")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle("duplex vs livekit-agents, one OpenAI-protocol server, 2-core machine")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle("duplex, livekit-agents and pipecat: one OpenAI-protocol server, 2 cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -231,7 +241,8 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({model or platform.machine()}), Python "
         f"{platform.python_version()}, duplex at {rev} (+ working tree), livekit-agents "
-        f"{ver('livekit-agents')}, livekit-plugins-openai {ver('livekit-plugins-openai')}"
+        f"{ver('livekit-agents')}, livekit-plugins-openai {ver('livekit-plugins-openai')}, "
+        f"pipecat-ai {ver('pipecat-ai')}"
     )
 
 

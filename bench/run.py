@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "--offline", action="store_true", help="the offline default's turn-taking section only"
     )
     parser.add_argument("--levels", type=int, nargs="+", help="session counts for every framework")
-    parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit"])
+    parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit", "pipecat"])
     parser.add_argument("--extra", type=int, nargs="*", help="further levels for duplex alone")
     parser.add_argument("--window", type=float, help="measurement seconds per level")
     parser.add_argument("--warmup", type=float, default=2.0)

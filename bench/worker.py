@@ -28,7 +28,7 @@ from . import speech
 from .caller import Caller
 from .clock import LatenessHistogram, Metronome, PlayoutClock
 
-FRAMEWORKS = ("duplex", "duplex_server_vad", "livekit", "harness")
+FRAMEWORKS = ("duplex", "duplex_server_vad", "livekit", "pipecat", "harness")
 START_CONCURRENCY = 16
 
 
@@ -72,6 +72,10 @@ class Factory:
             if self._http is None:
                 self._http = aiohttp.ClientSession()
             return LivekitCall(self.url, sid, clock, self._http)
+        if self.framework == "pipecat":
+            from .fw_pipecat import PipecatCall
+
+            return PipecatCall(self.url, sid, clock)
         from .fw_duplex import DuplexCall
 
         variant = "server_vad" if self.framework == "duplex_server_vad" else "local_vad"

@@ -35,6 +35,7 @@ from .events import (
     ToolCalled,
     ToolExecuted,
     TurnMetrics,
+    UserIdle,
     UserStateChanged,
     UserTranscribed,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "TurnDetector",
     "TurnMetrics",
     "TurnOptions",
+    "UserIdle",
     "UserStateChanged",
     "UserTranscribed",
     "VADStream",

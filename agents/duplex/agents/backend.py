@@ -281,6 +281,18 @@ class BackendSession(ABC):
         """
         raise ConfigurationError(f"{type(self).__name__} cannot change options live")
 
+    async def update_agent(
+        self, *, instructions: str, tools: Sequence[FunctionTool], **options: Any
+    ) -> None:
+        """A handoff: new instructions, tools and options at once.
+
+        Backends that can say it in one message (OpenAI's ``session.update``) override this.
+        """
+        await self.update_instructions(instructions)
+        await self.update_tools(tools)
+        if options:
+            await self.update_options(**options)
+
     @abstractmethod
     async def sync(self, conversation: Conversation) -> None:
         """Make the remote conversation equal to ``conversation`` (minimal diff, acknowledged)."""

@@ -23,6 +23,10 @@ class ToolDefinitionError(DuplexError, TypeError):
     """A function cannot become a tool (unsupported type hint, missing annotation)."""
 
 
+class ToolProviderError(DuplexError):
+    """A tool provider (an MCP server) could not start, or stopped while a call needed it."""
+
+
 class BackendErrorException(DuplexError):
     """A backend refused a request; ``code`` is the backend's own code."""
 

@@ -93,6 +93,22 @@ class AgentInterrupted:
 
 
 @dataclass(frozen=True)
+class AgentHandoff:
+    """The call passed from one agent to another (names, for UIs and logs)."""
+
+    from_agent: str
+    to_agent: str
+
+
+@dataclass(frozen=True)
+class UserIdle:
+    """The caller said nothing for ``idle_s`` after the agent finished; ``count`` in a row."""
+
+    count: int
+    idle_s: float
+
+
+@dataclass(frozen=True)
 class SessionError:
     code: str
     message: str
@@ -136,6 +152,8 @@ SessionEvent: TypeAlias = (
     | ToolExecuted
     | MetricsCollected
     | AgentInterrupted
+    | AgentHandoff
+    | UserIdle
     | SessionError
     | Reconnecting
     | Reconnected

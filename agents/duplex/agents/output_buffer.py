@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,6 +72,7 @@ class OutputBuffer:
         self._loop_thread: int | None = None
         #: Milliseconds thrown away by `clear` over the whole call.
         self.dropped_ms = 0.0
+        self._background: Callable[[Int16Array], None] | None = None
 
     # positions ---------------------------------------------------------------------------
     def _ms(self, samples: int) -> float:
@@ -181,14 +183,24 @@ class OutputBuffer:
         self._closed = True
         self.clear()
 
+    def set_background(self, mix: Callable[[Int16Array], None] | None) -> None:
+        """A mixer (`BackgroundAudio`) that adds sound under what `pull` returns, in place.
+
+        It never enters the reply stream, so positions and "heard" ignore it.
+        """
+        self._background = mix
+
     # transport side (any thread) ---------------------------------------------------------
     def pull(self, n: int) -> Int16Array:
         """``n`` samples per channel for the transport, silence where there is no audio."""
         out = np.zeros((n, self.channels), dtype=np.int16)
-        if self._paused:
-            return out
-        with self._lock:
-            filled = self._take(out, n)
+        filled = 0
+        if not self._paused:
+            with self._lock:
+                filled = self._take(out, n)
+        mix = self._background
+        if mix is not None:
+            mix(out)
         if filled:
             self._notify_from_any_thread()
         return out
@@ -204,6 +216,9 @@ class OutputBuffer:
                 return None
             out = np.empty((n, self.channels), dtype=np.int16)
             self._take(out, n)
+        mix = self._background
+        if mix is not None:
+            mix(out)
         self._notify_from_any_thread()
         return AudioFrame(out, self.sample_rate, self.channels, _checked=True)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from .agent import Agent
@@ -34,6 +34,8 @@ from .events import (
     UserState,
     UserStateChanged,
 )
+from .handoff import hand_off
+from .idle import Scheduler, watch_idle
 from .input_path import InputPath
 from .interruption import PendingInterruption
 from .logs import bind_session_id, new_session_id
@@ -41,9 +43,11 @@ from .playout import Playout
 from .replies import Replies
 from .reply import Reply, ReplyPolicy, SettleContext
 from .routing import BackendRouter
+from .session_live import LiveChanges
 from .tasks import TaskSet
+from .tool_provider import ProviderTools
 from .tool_runner import ToolRunner
-from .tools import FunctionTool, build_tool
+from .tools import FunctionTool
 from .transport import Transport
 from .vad import VAD, EnergyVAD, SpeechEnd, SpeechStart, TurnDetector, TurnOptions
 
@@ -52,7 +56,7 @@ E = TypeVar("E")
 T = TypeVar("T")
 
 
-class AgentSession:
+class AgentSession(LiveChanges):
     """One conversation between a caller and an agent over one transport."""
 
     def __init__(
@@ -69,6 +73,9 @@ class AgentSession:
         local_vad_for_barge_in: bool = True,
         resume_false_interruption: bool = False,
         false_interruption_timeout: float = 1.5,
+        user_idle_timeout: float | None = 15.0,
+        max_idle_prompts: int = 1,
+        scheduler: Scheduler | None = None,
     ) -> None:
         if reply_policy not in ("queue", "cancel_existing", "reject"):
             raise ValueError(f"unknown reply_policy {reply_policy!r}")
@@ -94,9 +101,11 @@ class AgentSession:
         self.tools = ToolRunner(
             self._tool_list,
             self._on_tool_output,
+            on_handoff=self._tool_handoff,
             on_failure=lambda name, exc: self.report_error("tool_failed", repr(exc), True),
         )
         self.control = asyncio.Lock()
+        self._providers = ProviderTools(agent.mcp_servers, agent.tools, self._set_tools)
         self._tasks = TaskSet(
             lambda name, exc: self.emit(SessionError("internal_error", repr(exc), True))
         )
@@ -119,6 +128,9 @@ class AgentSession:
         self.closed = asyncio.Event()
         #: The call's id, on every log record of the call (a runtime may set its own before start).
         self.id: str = new_session_id()
+        #: Unanswered "are you still there?" prompts before `Agent.on_user_idle` ends the call.
+        self.max_idle_prompts = max_idle_prompts
+        self._idle = watch_idle(self, user_idle_timeout, scheduler)
 
     # public API -------------------------------------------------------------------------
     @property
@@ -128,6 +140,12 @@ class AgentSession:
     @property
     def user_state(self) -> UserState:
         return self._user_state
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise SessionClosedError("session not started")
+        return self._transport
 
     @property
     def backend_session(self) -> BackendSession:
@@ -186,6 +204,8 @@ class AgentSession:
         bind_session_id(self.id)  # every task spawned from here on logs with the call's id
         self._transport = transport
         await transport.start()
+        self._tool_list = await self._providers.start()
+        self.tools.set_tools(self._tool_list)
         self._backend = await self.backend.connect(
             instructions=self.agent.instructions,
             tools=self._tool_list,
@@ -252,6 +272,7 @@ class AgentSession:
 
     async def send_text(self, text: str) -> None:
         """Text typed by the caller: becomes a user message, then a reply."""
+        self._idle.user_active()
         self.append(Message.text_message("user", text))
         self.new_user_turn()
         await self.sync()
@@ -261,26 +282,12 @@ class AgentSession:
         """Stop the agent now, as a barge-in would (never paused, always cut)."""
         await self.barge_in.interrupt(onset_at=None, source="api")
 
-    async def update_instructions(self, text: str) -> None:
-        self.agent.instructions = text
-        async with self.control:
-            await self.backend_session.update_instructions(text)
+    async def update_agent(self, agent: Agent) -> None:
+        """Hand the call to ``agent``: same connection, same conversation (or its policy's)."""
+        await hand_off(self, agent)
 
-    async def update_tools(self, tools: Sequence[FunctionTool | Callable[..., Any]]) -> None:
-        """Replace the tools the model may call, from the next reply on."""
-        built = [t if isinstance(t, FunctionTool) else build_tool(t) for t in tools]
-        names = [t.name for t in built]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate tool names: {sorted(names)}")
-        self._tool_list = built
-        self.tools.set_tools(built)
-        async with self.control:
-            await self.backend_session.update_tools(built)
-
-    async def update_options(self, **changes: Any) -> None:
-        """Change what the backend can change live (see `BackendSession.update_options`)."""
-        async with self.control:
-            await self.backend_session.update_options(**changes)
+    async def _tool_handoff(self, call: FunctionCall, agent: Agent) -> None:
+        await self.update_agent(agent)
 
     async def sync(self) -> None:
         """Push edits made to `conversation` by application code to the backend."""
@@ -295,8 +302,10 @@ class AgentSession:
             await self.closed.wait()
             return
         self._closing = True
+        self._idle.close()
         self.barge_in.cancel()
         await self.tools.aclose()
+        await self._providers.aclose()
         await self._tasks.cancel_all()
         if self.playout is not None:
             await self.playout.aclose()

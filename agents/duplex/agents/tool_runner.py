@@ -14,18 +14,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conversation import FunctionCall, FunctionCallOutput
 from .errors import ToolArgumentsError, ToolError
+from .handoff import handoff_target
 from .tool_threads import ToolThreads
 from .tools import FunctionTool
+
+if TYPE_CHECKING:
+    from .agent import Agent
 
 logger = logging.getLogger("duplex.agents.tools")
 
 OutputSink = Callable[[FunctionCall, FunctionCallOutput, float], Awaitable[None]]
 #: Told about a failure the runner could not turn into an output (so it never goes unseen).
 FailureSink = Callable[[str, BaseException], None]
+#: Receives the agent a tool returned, after that call's output was recorded.
+HandoffSink = Callable[[FunctionCall, "Agent"], Awaitable[None]]
 
 #: Seconds `ToolRunner.aclose` lets running tools finish before cancelling them.
 CLOSE_GRACE_S = 5.0
@@ -57,6 +63,7 @@ class ToolRunner:
         tools: Sequence[FunctionTool],
         sink: OutputSink,
         *,
+        on_handoff: HandoffSink | None = None,
         on_failure: FailureSink | None = None,
         threads: ToolThreads | None = None,
         close_grace_s: float | None = None,
@@ -64,6 +71,8 @@ class ToolRunner:
         self._tools = {t.name: t for t in tools}
         self._sink = sink
         self._on_failure = on_failure
+        self._on_handoff = on_handoff
+        self._handoffs: dict[str, Agent] = {}  # call id -> the agent its tool returned
         self._threads = threads
         #: None: `CLOSE_GRACE_S` at close time.
         self.close_grace_s = close_grace_s
@@ -153,6 +162,14 @@ class ToolRunner:
             await self._record(call, output, started, timeout=CLOSE_RECORD_S)
             return output
         await self._record(call, output, started)
+        next_agent = self._handoffs.pop(call.call_id, None)
+        if next_agent is not None and self._on_handoff is not None:
+            # Before the batch counts as finished, so the follow-up reply is the new agent's.
+            try:
+                await self._on_handoff(call, next_agent)
+            except Exception as e:
+                logger.exception("handoff requested by tool call %s failed", call.call_id)
+                self._fail(f"duplex-handoff-{call.name[:64]}", e)
         return output
 
     async def _record(
@@ -195,6 +212,9 @@ class ToolRunner:
         except Exception as e:
             logger.exception("tool %s raised", call.name)
             return _error(call, f"{call.name} failed: {_describe(e)}")
+        next_agent, result = handoff_target(result)
+        if next_agent is not None:
+            self._handoffs[call.call_id] = next_agent
         try:
             text = _to_text(result)
         except Exception as e:

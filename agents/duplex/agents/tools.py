@@ -185,7 +185,7 @@ def build_tool(fn: Callable[..., Any]) -> FunctionTool:
             __config__=pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False),
             **fields,
         )
-        schema = _inline_refs(model.model_json_schema())
+        schema = inline_refs(model.model_json_schema())
     except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError, TypeError) as e:
         raise ToolDefinitionError(f"unsupported parameter type in {fn.__name__}: {e}") from e
     schema.pop("title", None)
@@ -287,7 +287,7 @@ def parse_docstring(doc: str, param_names: Iterable[str] = ()) -> tuple[str, dic
     return summary, params
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Realtime APIs reject ``$ref``; nested models are written out in place."""
     defs = schema.pop("$defs", {})
 

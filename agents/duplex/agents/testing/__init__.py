@@ -9,6 +9,7 @@ await session.start(transport)
 """
 
 from ..wav import read_wav, write_wav
+from .clock import ManualScheduler
 from .memory import (
     MemoryAudioInput,
     MemoryAudioOutput,
@@ -20,6 +21,7 @@ from .scripted import Call, Reply, ScriptedBackend, ScriptedCall, ScriptedSessio
 
 __all__ = [
     "Call",
+    "ManualScheduler",
     "MemoryAudioInput",
     "MemoryAudioOutput",
     "MemoryTransport",

@@ -136,6 +136,17 @@ class MemoryAudioOutput(BufferedAudioOutput):
 
         return await asyncio.wait_for(run(), timeout)
 
+    def listen(self, ms: float) -> AudioFrame:
+        """Manual clock, as a phone line hears it: ``ms`` pulled whether or not the agent
+        speaks (silence, and any background sound mixed under the voice, included).
+
+        Reply audio pulled this way counts as heard, but is not added to `played`.
+        """
+        n = max(1, round(ms * self.sample_rate / 1000.0))
+        data = self.buffer.pull(n)
+        self.clock_ms += 1000.0 * n / self.sample_rate
+        return AudioFrame(data, self.sample_rate, self.channels, _checked=True)
+
     @property
     def played_ms(self) -> float:
         return sum(p.frame.duration_ms for p in self.played)

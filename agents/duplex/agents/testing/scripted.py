@@ -222,7 +222,8 @@ class ScriptedSession(BackendSession):
             if isinstance(op, Delete):
                 self.emit(ItemDeleted(op.item_id))
             elif isinstance(op, Create):
-                self.emit(ItemAdded(op.item, op.previous_item_id))
+                # An acknowledgement of the session's own item: nothing it has not seen.
+                self._events.put_nowait(ItemAdded(op.item, op.previous_item_id))
 
     async def create_response(
         self, *, instructions: str | None = None, tool_choice: ToolChoice | None = None

@@ -34,7 +34,7 @@ from duplex.agents.backend import (
     ToolChoice,
 )
 from duplex.agents.conversation import Conversation, Item, Message
-from duplex.agents.errors import BackendErrorException, SessionClosedError
+from duplex.agents.errors import BackendErrorException, ConfigurationError, SessionClosedError
 from duplex.agents.tools import FunctionTool
 
 from .connection import MALFORMED, ConnectError, Connection, dial, new_event_id
@@ -281,6 +281,26 @@ class OpenAIRealtimeSession(BackendSession):
         await self._session_update(
             conn, self._dialect.tools_update(self._tools, self._opts.tool_choice)
         )
+
+    async def update_agent(
+        self, *, instructions: str, tools: Sequence[FunctionTool], **options: Any
+    ) -> None:
+        """A handoff in one ``session.update``; a voice the service would refuse is kept."""
+        items = self._st.mirror.items
+        try:
+            opts = changed_options(self._opts, items, **options)
+        except ConfigurationError as e:
+            if "voice" not in options:
+                raise
+            log.warning("handoff keeps the current voice: %s", e)
+            rest = {k: v for k, v in options.items() if k != "voice"}
+            opts = changed_options(self._opts, items, **rest)
+        opts = opts or self._opts
+        self._instructions = instructions
+        self._tools = list(tools)
+        conn = await self._wait_ready()
+        await self._session_update(conn, self._dialect.session(opts, instructions, self._tools))
+        self._opts = self._st.opts = opts
 
     async def update_options(self, **changes: Any) -> None:
         """One ``session.update`` with the changed options (kept for reconnects too)."""

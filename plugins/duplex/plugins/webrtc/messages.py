@@ -13,6 +13,7 @@ from typing import Any
 
 from duplex.agents.conversation import FunctionCall, Message
 from duplex.agents.events import (
+    AgentHandoff,
     AgentInterrupted,
     AgentStateChanged,
     AgentTranscribed,
@@ -23,6 +24,7 @@ from duplex.agents.events import (
     SessionClosed,
     SessionError,
     ToolExecuted,
+    UserIdle,
     UserStateChanged,
     UserTranscribed,
 )
@@ -95,6 +97,10 @@ def event_to_message(event: object) -> dict[str, Any] | None:
             return {"type": "reconnecting", "planned": planned}
         case Reconnected(planned=planned, downtime_ms=downtime_ms):
             return {"type": "reconnected", "planned": planned, "downtime_ms": _ms(downtime_ms)}
+        case AgentHandoff(from_agent=old, to_agent=new):
+            return {"type": "agent_handoff", "from": old, "to": new}
+        case UserIdle(count=count, idle_s=idle_s):
+            return {"type": "user_idle", "count": count, "idle_s": idle_s}
     return None
 
 

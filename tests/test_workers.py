@@ -1,0 +1,93 @@
+"""Several worker processes behind one port: calls spread over them, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import aiohttp
+import pytest
+
+from duplex.agents.workers import Supervisor
+
+from .workers_app import serve
+
+pytestmark = pytest.mark.timeout(90)
+T = TypeVar("T")
+
+
+async def get(port: int, path: str = "/") -> str:
+    # A new connection each time: the kernel picks a worker per connection.
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+        http.get(f"http://127.0.0.1:{port}{path}") as resp,
+    ):
+        assert resp.status == 200
+        return await resp.text()
+
+
+def wait_until(predicate: Callable[[], bool], within_s: float = 30.0) -> bool:
+    """Poll a condition another process changes (run off the event loop)."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+async def off_loop(fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+@pytest.fixture
+def supervisor() -> Iterator[Supervisor]:
+    sup = Supervisor(serve, count=2, drain_timeout=10.0)
+    sup.start()
+    assert sup.wait_serving(60)
+    yield sup
+    sup.stop()
+    sup.supervise(0.1)  # returns once every worker has exited
+    assert not any(wait_until(lambda p=pid: _alive(p), 0) for pid in sup.pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_connections_spread_over_both_workers(supervisor: Supervisor) -> None:
+    pids = {int(await get(supervisor.port)) for _ in range(40)}
+    assert pids == set(supervisor.pids)
+
+
+async def test_sigterm_drains_calls_in_progress(supervisor: Supervisor) -> None:
+    slow = [asyncio.create_task(get(supervisor.port, "/slow?s=2")) for _ in range(8)]
+    # Both workers report their load (the kernel spread the eight calls over them).
+    assert await off_loop(wait_until, lambda: sum(supervisor.load_report()) == 8)
+    assert all(n > 0 for n in supervisor.load_report())
+    supervisor.stop()
+    answers = await asyncio.gather(*slow)  # none dropped mid-call
+    assert all(a.startswith("done") for a in answers)
+    assert await off_loop(supervisor.supervise, 0.1) == 0
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(supervisor.port)
+
+
+async def test_a_worker_that_dies_is_started_again(supervisor: Supervisor) -> None:
+    victim = supervisor.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    watch = asyncio.ensure_future(off_loop(supervisor.supervise, 0.1))
+    assert await off_loop(wait_until, lambda: victim not in supervisor.pids)
+    assert await off_loop(supervisor.wait_serving, 60)
+    pids = {int(await get(supervisor.port)) for _ in range(40)}
+    assert victim not in pids and len(pids) == 2
+    supervisor.stop()
+    assert await watch == 0
