@@ -604,7 +604,8 @@ window.duplexTest = {
   mics: () => [...$("mic-select").options].map((o) => o.textContent),
   help: () => $("help").textContent,
   states: () => ({ agent: $("agent-state").textContent, user: $("user-state").textContent,
-    link: $("link-state").hidden ? null : $("link-state").textContent, meta: $("meta").textContent }),
+    link: $("link-state").hidden ? null : $("link-state").textContent, meta: $("meta").textContent,
+    activeAgent: $("active-agent").hidden ? null : $("active-agent").textContent }),
   // Feed a data-channel message as if the agent had sent it (rendering tests).
   inject: (m) => onMessage(m),
   tools() {
