@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak fuzz docs sysdeps clean phone-latency test-pythons wheel-check
+.PHONY: demo test lint bench soak fuzz docs sysdeps clean phone-latency sip-test test-pythons wheel-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-py* site .pytest_cache .mypy_cache .ruff_cache
+
+# Direct SIP against baresip and sipp (PJSIP in-process; kept out of `make test`, see the tests).
+sip-test: sysdeps $(STAMP)
+	$(PY) -m pytest tests/telephony/test_sip.py -m heavy -q
 
 # Caller speech end -> first reply audio per phone path (Twilio, Telnyx, direct SIP).
 phone-latency: sysdeps $(STAMP)

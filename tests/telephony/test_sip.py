@@ -19,10 +19,16 @@ from .conftest import normalize
 from .sip_harness import sip_harness
 
 pytest.importorskip("pjsua2", reason="direct SIP needs the `sip` extra (pjsua2)")
-pytestmark = pytest.mark.skipif(
-    not (baresip_available() and shutil.which("sipp") and espeak_available()),
-    reason="needs baresip, sipp and espeak-ng (scripts/sysdeps.sh)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (baresip_available() and shutil.which("sipp") and espeak_available()),
+        reason="needs baresip, sipp and espeak-ng (scripts/sysdeps.sh)",
+    ),
+    # PJSIP (pjsua2) in this process crashed once in a fresh-clone CI run (a segfault in
+    # libHandleEvents after the agent hung up). Until that is fixed these run apart, with
+    # `make sip-test`, so a native crash cannot take the whole suite down.
+    pytest.mark.heavy,
+]
 
 SIPP = Path(__file__).parent / "sipp"
 
