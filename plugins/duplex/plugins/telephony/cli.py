@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -22,6 +20,7 @@ from duplex.agents.app import AppSpec, choose_backend, default_backend_name, loa
 from duplex.agents.backend import Backend
 from duplex.agents.cli import Subparsers, add_app_arguments
 from duplex.agents.errors import ConfigurationError
+from duplex.agents.serving import serve_until_stopped
 from duplex.agents.transport import Transport
 
 from .control import CallControl, TelnyxCallControl, TwilioCallControl
@@ -136,22 +135,17 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` (or SIGINT/SIGTERM), then end every stream cleanly."""
     await backend.prewarm()
-    await server.start()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        if on_ready is not None:
-            on_ready(server)
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+
+    async def close() -> None:
         await server.aclose()
         await backend.aclose()
+
+    await serve_until_stopped(
+        server.start,
+        close,
+        on_ready=None if on_ready is None else lambda: on_ready(server),
+        stop=stop,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

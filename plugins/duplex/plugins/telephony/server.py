@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from duplex.agents.app import translate_bind_errors
+from duplex.agents.serving import bind_app
 
 from .control import CallControl, TelnyxCallControl, stream_twiml
 from .dialects import DIALECTS, MediaStreamProtocolError, dialect_for
@@ -110,17 +110,7 @@ class PhoneServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> str:
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            with translate_bind_errors(self.host, self.port):
-                await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self._runner, self.port = await bind_app(self.app, self.host, self.port)
         return self.url
 
     async def aclose(self) -> None:

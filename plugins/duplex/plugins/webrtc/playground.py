@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from duplex.agents.app import AppSpec, Prepare
 from duplex.agents.app import default_vad as _default_vad
 from duplex.agents.backend import Backend
 from duplex.agents.recorder import SessionRecorder
+from duplex.agents.serving import serve_until_stopped
 from duplex.agents.session import AgentSession
 from duplex.agents.transport import Transport
 
@@ -111,19 +110,14 @@ async def serve(
         **(server_options or {}),
     )
     await backend.prewarm()
-    await server.start()
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        if on_ready is not None:
-            on_ready(server)
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+
+    async def close() -> None:
         await server.aclose()
         await backend.aclose()
+
+    await serve_until_stopped(
+        server.start,
+        close,
+        on_ready=None if on_ready is None else lambda: on_ready(server),
+        stop=stop,
+    )

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from duplex.agents.app import translate_bind_errors
 from duplex.agents.errors import ConfigurationError
+from duplex.agents.serving import bind_app
 
 from .guard import TOKEN_ENV, AccessPolicy, BucketsByKey, RateLimit, is_loopback
 from .transport import SignalingError, WebRTCTransport
@@ -121,17 +121,7 @@ class PlaygroundServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the URL (with the real port when ``port`` was 0)."""
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        try:
-            with translate_bind_errors(self.host, self.port):
-                await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self._runner, self.port = await bind_app(self.app, self.host, self.port)
         return self.url
 
     async def aclose(self) -> None:
