@@ -189,8 +189,11 @@ class FrameChunker:
                 f"chunker expects {self.sample_rate} Hz/{self.channels} ch, got "
                 f"{frame.sample_rate} Hz/{frame.channels} ch"
             )
+        n = frame.data.shape[0]
+        if not self._pending_len and n == self.frame_samples:
+            return [frame]  # the common case: frames already the right size
         self._pending.append(frame.data)
-        self._pending_len += frame.samples_per_channel
+        self._pending_len += n
         if self._pending_len < self.frame_samples:
             return []
         buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]

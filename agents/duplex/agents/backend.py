@@ -246,6 +246,14 @@ class BackendSession(ABC):
     async def push_audio(self, frame: AudioFrame) -> None:
         """Caller audio, mono at ``capabilities.input_sample_rate``."""
 
+    def push_audio_nowait(self, frame: AudioFrame) -> bool:
+        """`push_audio` without awaiting, from the caller's frame callback, when possible.
+
+        True: the frame is taken (and `push_audio` is not called for it). The default
+        False sends every frame through `push_audio`.
+        """
+        return False
+
     @abstractmethod
     async def commit_audio(self) -> None:
         """End of the caller's turn (local VAD mode)."""

@@ -39,6 +39,11 @@ class BargeIn:
         if source == "server" or self.s.min_interruption_ms <= 0:
             await self.interrupt(onset_at=at, source=source)
 
+    def continues_due(self, speech_ms: float) -> bool:
+        """`speech_continues` would act now (so the input path need not await it otherwise)."""
+        ms = self.s.min_interruption_ms
+        return ms > 0 and speech_ms >= ms and not self._fired
+
     async def speech_continues(self, speech_ms: float) -> None:
         ms = self.s.min_interruption_ms
         if ms > 0 and speech_ms >= ms and not self._fired:

@@ -238,9 +238,10 @@ class AgentSession(LiveChanges):
             on_speech_start=self._on_local_speech_start,
             on_speech_end=self._on_local_speech_end,
             on_frame=self._on_input_frame,
+            push_nowait=self._backend.push_audio_nowait,
         )
         transport.set_text_handler(self.send_text)
-        self.spawn(self.input.run(transport.audio_input.frames()), "input")
+        self.spawn(self.input.serve(transport.audio_input), "input")
         self.spawn(self._router.run(self._backend), "backend-events")
         self.spawn(self._watch_transport(transport), "transport-watch")
         self.set_agent_state("listening")
@@ -328,10 +329,12 @@ class AgentSession(LiveChanges):
         self.set_user_state("speaking")
         await self.barge_in.speech_started(at, source="local")
 
-    async def _on_input_frame(self) -> None:
+    def _on_input_frame(self) -> Awaitable[None] | None:
+        """After each caller frame: the barge-in check, awaited only when it is due."""
         det = self.input.detector if self.input else None
-        if det is not None and det.speaking:
-            await self.barge_in.speech_continues(det.speech_ms)
+        if det is not None and det.speaking and self.barge_in.continues_due(det.speech_ms):
+            return self.barge_in.speech_continues(det.speech_ms)
+        return None
 
     async def _on_local_speech_end(self, ev: SpeechEnd, at: float) -> None:
         self.set_user_state("listening")

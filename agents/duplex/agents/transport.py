@@ -10,18 +10,39 @@ import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 from .audio import AudioFrame
 
 TextHandler = Callable[[str], Awaitable[None]]
 
 
+class FrameSink(Protocol):
+    """Where a push-capable input delivers frames (the session's `InputPath`)."""
+
+    def feed(self, frame: AudioFrame) -> None: ...
+
+    def end(self) -> None: ...
+
+
 class AudioInput(ABC):
     """The caller's microphone. Frames may have any supported rate and channel count."""
+
+    #: Audio that may wait for a slow consumer before the oldest goes (None: its own bound).
+    max_backlog_ms: float | None = None
 
     @abstractmethod
     def frames(self) -> AsyncIterator[AudioFrame]:
         """Frames until the call ends; the iterator stops when the input closes."""
+
+    def set_sink(self, sink: FrameSink | None) -> bool:
+        """Deliver frames by calling ``sink.feed`` from the producer's own callback.
+
+        Push-style delivery saves a queue hop and a task switch per frame. Returns
+        False when this input can only be read with `frames` (the default); None
+        detaches. Frames queued before attaching are delivered first, in order.
+        """
+        return False
 
 
 class QueuedAudioInput(AudioInput):
@@ -34,7 +55,9 @@ class QueuedAudioInput(AudioInput):
     def __init__(self, *, max_queue_ms: float = 2000.0, frame_ms: float = 10.0) -> None:
         self._queue: asyncio.Queue[AudioFrame | None] = asyncio.Queue()
         self._max_frames = max(1, int(max_queue_ms / frame_ms))
+        self.max_backlog_ms = max_queue_ms
         self._closed = False
+        self._sink: FrameSink | None = None
         #: Frames thrown away because nobody consumed them in time.
         self.dropped_frames = 0
 
@@ -42,9 +65,25 @@ class QueuedAudioInput(AudioInput):
     def closed(self) -> bool:
         return self._closed
 
+    def set_sink(self, sink: FrameSink | None) -> bool:
+        self._sink = sink
+        if sink is not None:
+            while not self._queue.empty():
+                frame = self._queue.get_nowait()
+                if frame is None:
+                    sink.end()
+                    break
+                sink.feed(frame)
+            if self._closed:
+                sink.end()
+        return True
+
     def put(self, frame: AudioFrame) -> None:
         """Call from the event loop's thread."""
         if self._closed:
+            return
+        if self._sink is not None:
+            self._sink.feed(frame)
             return
         if self._queue.qsize() >= self._max_frames:
             with contextlib.suppress(asyncio.QueueEmpty):
@@ -63,7 +102,10 @@ class QueuedAudioInput(AudioInput):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._queue.put_nowait(None)
+            if self._sink is not None:
+                self._sink.end()
+            else:
+                self._queue.put_nowait(None)
 
 
 class AudioOutput(ABC):

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .audio import AudioFrame, FrameChunker
+from .errors import AudioFormatError
 from .resample import LOW_LATENCY, Resampler
 
 
@@ -42,6 +43,10 @@ class VAD(ABC):
     @property
     def frame_ms(self) -> float:
         return 1000.0 * self.frame_samples / self.sample_rate
+
+    def for_rate(self, sample_rate: int) -> VAD:
+        """This VAD running at ``sample_rate`` if it can (so no resampling is needed), else self."""
+        return self
 
 
 class EnergyVAD(VAD):
@@ -125,6 +130,7 @@ class TurnDetector:
     def __init__(
         self, vad: VAD, options: TurnOptions | None = None, *, input_rate: int = 16000
     ) -> None:
+        self._base_vad = vad
         self.vad = vad
         self.options = options or TurnOptions()
         self.input_rate = input_rate
@@ -132,6 +138,8 @@ class TurnDetector:
         # A VAD needs no hi-fi filter, and HQ's bursts would delay barge-in by up to 37 ms.
         self._resampler = Resampler(input_rate, vad.sample_rate, quality=LOW_LATENCY)
         self._chunker = FrameChunker(vad.sample_rate, 1, vad.frame_ms)
+        self._vad_source_rate = input_rate
+        self._rate_chosen = False
         self._vad_samples = 0  # audio time, in VAD-rate samples already classified
         self._history: deque[tuple[float, AudioFrame]] = deque()
         self._input_ms = 0.0
@@ -157,18 +165,36 @@ class TurnDetector:
     def audio_ms(self) -> float:
         return self._input_ms
 
-    def push(self, frame: AudioFrame) -> list[TurnEvent]:
-        """Frames must be mono at ``input_rate``; returns the events they complete."""
+    def push(self, frame: AudioFrame, vad_audio: AudioFrame | None = None) -> list[TurnEvent]:
+        """Frames must be mono at ``input_rate``; returns the events they complete.
+
+        ``vad_audio`` is the same audio at another rate (e.g. the caller's own, before
+        it was resampled for the backend): the VAD classifies that instead, at that
+        rate when it runs there natively, so no second resample is needed. Prefixes
+        and the end-of-turn model's audio still come from ``frame``.
+        """
+        if frame.channels != 1 or frame.sample_rate != self.input_rate:
+            raise AudioFormatError(
+                f"turn detector expects mono {self.input_rate} Hz, got "
+                f"{frame.channels} ch at {frame.sample_rate} Hz"
+            )
         events: list[TurnEvent] = []
         self._history.append((self._input_ms, frame))
         self._input_ms += frame.duration_ms
         if self.speaking:
             self._keep_turn_audio(frame)
-        resampled = self._resampler.push(frame)
+        source = frame if vad_audio is None else vad_audio
+        if source.sample_rate != self._vad_source_rate or not self._rate_chosen:
+            self._feed_from(source.sample_rate)
+        vad_rate = self.vad.sample_rate
+        if self._resampler.passthrough:
+            resampled: AudioFrame | None = source.to_mono()
+        else:
+            resampled = self._resampler.push(source.to_mono())
         for chunk in self._chunker.push(resampled) if resampled is not None else ():
-            start_ms = 1000.0 * self._vad_samples / self.vad.sample_rate
+            start_ms = 1000.0 * self._vad_samples / vad_rate
             self._vad_samples += chunk.samples_per_channel
-            end_ms = 1000.0 * self._vad_samples / self.vad.sample_rate
+            end_ms = 1000.0 * self._vad_samples / vad_rate
             p = self._stream.process(chunk)
             self.last_probability = p
             ev = self._decide(p >= self.options.threshold, start_ms, end_ms)
@@ -178,6 +204,22 @@ class TurnDetector:
                     self._start_turn_audio(ev.prefix)
         self._trim_history()
         return events
+
+    def _feed_from(self, rate: int) -> None:
+        """Audio for the VAD now comes at ``rate``: run the VAD there if it can, else resample.
+
+        The VAD's rate is chosen once, before anything was classified; a later change
+        of the source rate only rebuilds the resampler (the VAD clock carries on).
+        """
+        if not self._rate_chosen:
+            self._rate_chosen = True
+            native = self._base_vad.for_rate(rate)
+            if native is not self.vad:
+                self.vad = native
+                self._stream = native.stream()
+                self._chunker = FrameChunker(native.sample_rate, 1, native.frame_ms)
+        self._vad_source_rate = rate
+        self._resampler = Resampler(rate, self.vad.sample_rate, quality=LOW_LATENCY)
 
     # --- end-of-turn model ------------------------------------------------------------
     def _start_turn_audio(self, prefix: tuple[AudioFrame, ...]) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from ..audio import AudioFrame, FrameChunker
 from ..errors import AudioFormatError, SessionClosedError
 from ..output_buffer import BufferedAudioOutput
-from ..transport import AudioInput, Transport
+from ..transport import AudioInput, FrameSink, Transport
 from ..wav import read_wav
 
 PlayoutMode = Literal["auto", "manual", "realtime"]
@@ -44,6 +44,21 @@ class MemoryAudioInput(AudioInput):
         self._queue: asyncio.Queue[AudioFrame | object] = asyncio.Queue()
         self.pushed_ms = 0.0
         self._ended = False
+        self._sink: FrameSink | None = None
+
+    def set_sink(self, sink: FrameSink | None) -> bool:
+        """Push-style, as a device callback would deliver (see `AudioInput.set_sink`)."""
+        self._sink = sink
+        if sink is not None:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _EOF:
+                    break
+                assert isinstance(item, AudioFrame)
+                sink.feed(item)
+            if self._ended:
+                sink.end()
+        return True
 
     def push(self, frame: AudioFrame) -> None:
         if self._ended:
@@ -51,12 +66,18 @@ class MemoryAudioInput(AudioInput):
         if not isinstance(frame, AudioFrame):
             raise AudioFormatError(f"push() takes an AudioFrame, got {type(frame).__name__}")
         self.pushed_ms += frame.duration_ms
-        self._queue.put_nowait(frame)
+        if self._sink is not None:
+            self._sink.feed(frame)
+        else:
+            self._queue.put_nowait(frame)
 
     def end(self) -> None:
         if not self._ended:
             self._ended = True
-            self._queue.put_nowait(_EOF)
+            if self._sink is not None:
+                self._sink.end()
+            else:
+                self._queue.put_nowait(_EOF)
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
         while True:

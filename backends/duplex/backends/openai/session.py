@@ -237,7 +237,13 @@ class OpenAIRealtimeSession(ConnectionSupervision, BackendSession):
     # --- audio ----------------------------------------------------------------------------
     async def push_audio(self, frame: AudioFrame) -> None:
         self._check_open()
-        await self._uplink.push(frame, self._conn if self._ready.is_set() else None)
+        self._uplink.feed(frame, self._conn if self._ready.is_set() else None)
+
+    def push_audio_nowait(self, frame: AudioFrame) -> bool:
+        if self._closing:
+            return False  # push_audio raises the session's error
+        self._uplink.feed(frame, self._conn if self._ready.is_set() else None)
+        return True
 
     async def commit_audio(self) -> None:
         conn = await self._wait_ready()

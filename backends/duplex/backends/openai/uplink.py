@@ -1,18 +1,19 @@
-"""Caller audio to the server: resampled to the wire rate, encoded, sent in <= 20 ms appends.
+"""Caller audio to the server: resampled to the wire rate, encoded, handed to the connection.
 
-No batching (each append leaves as soon as its audio arrives) and no silence
-substituted for real audio. While the socket is being rebuilt, audio is held
-(up to `HOLD_MS`, oldest dropped first) and sent first thing once it is back,
-paced at `FLUSH_SPEED` times real time so the server is not flooded.
+Each frame is split into appends of at most `CHUNK_MS` and given to the
+connection's `AppendQueue`, which writes it at once (or merges a few frames
+while the event loop is behind); no silence is ever substituted for real audio.
+While the socket is being rebuilt, audio is held (up to `HOLD_MS`, oldest
+dropped first) and sent first thing once it is back, paced at `FLUSH_SPEED`
+times real time so the server is not flooded. Audio still queued on a socket
+that died is held the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections import deque
-from typing import Any
 
 import aiohttp
 
@@ -20,16 +21,18 @@ from duplex.agents import g711
 from duplex.agents.audio import AudioFrame
 from duplex.agents.resample import Resampler
 
-from .connection import Connection
+from .appends import append_message
+from .connection import Connection, new_event_id
 from .options import RealtimeOptions
 from .state import SessionState
 
-#: Appends are at most this long, so audio reaches the server as it is spoken.
+#: A frame is cut into appends of at most this long (merging may join them up to 60 ms).
 CHUNK_MS = 20
 #: Caller audio kept while the socket is being rebuilt.
 HOLD_MS = 10_000
 #: Held audio is sent at up to this multiple of real time (10 s of it takes 2.5 s).
 FLUSH_SPEED = 4.0
+_SEND_ERRORS = (ConnectionError, RuntimeError, aiohttp.ClientError)
 
 
 class AudioUplink:
@@ -37,9 +40,11 @@ class AudioUplink:
         self._opts = opts
         self._st = st
         self._resampler: Resampler | None = None
-        self._held: deque[tuple[dict[str, Any], float]] = deque()
+        self._held: deque[tuple[bytes, float]] = deque()
         self._held_ms = 0.0
         self._flushing = asyncio.Lock()
+        #: The connection audio was last queued on (its leftovers are held if it dies).
+        self._conn: Connection | None = None
         #: Audio dropped because an outage outlasted `HOLD_MS` (ms, for tests and logs).
         self.dropped_ms = 0.0
 
@@ -52,41 +57,69 @@ class AudioUplink:
             self._resampler = Resampler(mono.sample_rate, rate)
         return self._resampler.push(mono)
 
-    def _encode(self, chunk: AudioFrame) -> str:
+    def _encode(self, chunk: AudioFrame) -> bytes:
         fmt = self._opts.input_audio_format
         if fmt == "pcm16":
-            payload = chunk.to_pcm16()
-        else:
-            payload = g711.encode(chunk, "ulaw" if fmt == "g711_ulaw" else "alaw")
-        return base64.b64encode(payload).decode("ascii")
+            return chunk.to_pcm16()
+        return g711.encode(chunk, "ulaw" if fmt == "g711_ulaw" else "alaw")
 
-    async def push(self, frame: AudioFrame, conn: Connection | None) -> None:
-        """Send ``frame`` on ``conn`` (None while reconnecting: hold it instead)."""
+    def feed(self, frame: AudioFrame, conn: Connection | None) -> None:
+        """Queue ``frame`` on ``conn`` without awaiting (None while reconnecting: hold it)."""
         wire = self._wire(frame)
         if wire is None:
             return
-        step = wire.sample_rate * CHUNK_MS // 1000
+        if conn is not None and conn is not self._conn:
+            self._adopt(conn)
         n = wire.samples_per_channel
-        for start in range(0, n, step):
-            chunk = wire.slice(start, min(start + step, n))
-            event = {"type": "input_audio_buffer.append", "audio": self._encode(chunk)}
-            self._st.buffer_ms += chunk.duration_ms
-            self._st.input_ms += chunk.duration_ms
-            if conn is not None and not self._held:
+        step = wire.sample_rate * CHUNK_MS // 1000
+        chunks = (
+            (wire,) if n <= step else [wire.slice(i, min(i + step, n)) for i in range(0, n, step)]
+        )
+        st = self._st
+        for chunk in chunks:
+            payload = self._encode(chunk)
+            ms = chunk.duration_ms
+            st.buffer_ms += ms
+            st.input_ms += ms
+            if conn is not None and not self._held and not self._flushing.locked():
                 try:
-                    await conn.send(event)
+                    conn.audio.add(payload, ms)
                     continue
-                except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                except _SEND_ERRORS:
+                    self._hold_all(conn.audio.take_unsent())
                     conn = None
-            self._hold(event, chunk.duration_ms)
+                    continue
+            self._hold(payload, ms)
 
-    def _hold(self, event: dict[str, Any], ms: float) -> None:
-        self._held.append((event, ms))
+    async def push(self, frame: AudioFrame, conn: Connection | None) -> None:
+        """`feed`, for callers that await (it never waits)."""
+        self.feed(frame, conn)
+
+    def _adopt(self, conn: Connection) -> None:
+        """Audio left queued on the previous socket goes first, held like any outage's."""
+        old, self._conn = self._conn, conn
+        if old is not None:
+            self._hold_front(old.audio.take_unsent())
+
+    def _hold(self, payload: bytes, ms: float) -> None:
+        self._held.append((payload, ms))
         self._held_ms += ms
         while self._held_ms > HOLD_MS and self._held:
             dropped = self._held.popleft()[1]
             self._held_ms -= dropped
             self.dropped_ms += dropped
+
+    def _hold_all(self, pieces: list[tuple[bytes, float]]) -> None:
+        for payload, ms in pieces:
+            self._hold(payload, ms)
+
+    def _hold_front(self, pieces: list[tuple[bytes, float]]) -> None:
+        if not pieces:
+            return
+        rest = list(self._held)
+        self._held.clear()
+        self._held_ms = 0.0
+        self._hold_all(pieces + rest)
 
     @property
     def held_ms(self) -> float:
@@ -95,12 +128,16 @@ class AudioUplink:
     async def flush(self, conn: Connection) -> None:
         """Send what was held, paced; an append leaves the hold only once it was sent."""
         async with self._flushing:
+            if conn is not self._conn:
+                self._adopt(conn)
+            await conn.drain_appends()
             started = time.monotonic()
             sent_ms = 0.0
             while self._held:
-                event, ms = self._held[0]
-                await conn.send(event)
-                if self._held and self._held[0][0] is event:
+                item = self._held[0]
+                payload, ms = item
+                await conn.send_text(append_message(new_event_id(), payload))
+                if self._held and self._held[0] is item:
                     self._held.popleft()
                     self._held_ms -= ms
                 sent_ms += ms
@@ -112,5 +149,7 @@ class AudioUplink:
         self._held.clear()
         self._held_ms = 0.0
         self._st.buffer_ms = 0.0
+        if self._conn is not None:
+            self._conn.audio.clear()
         if self._resampler is not None:
             self._resampler.reset()

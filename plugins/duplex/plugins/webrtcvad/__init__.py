@@ -20,11 +20,19 @@ SUPPORTED_FRAME_MS = (10, 20, 30)
 
 
 class WebRTCVAD(VAD):
-    """``mode`` 0 (least aggressive) to 3 (rejects the most non-speech)."""
+    """``mode`` 0 (least aggressive) to 3 (rejects the most non-speech).
 
-    def __init__(self, mode: int = 2, sample_rate: int = 16000, frame_ms: int = 20) -> None:
+    With no ``sample_rate`` it runs at the rate of the audio it is given when the
+    library takes that rate (8/16/32/48 kHz: a 48 kHz microphone is classified as
+    is, with no resampling), else at 16 kHz. A given ``sample_rate`` is kept.
+    """
+
+    def __init__(self, mode: int = 2, sample_rate: int | None = None, frame_ms: int = 20) -> None:
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 3:
             raise ConfigurationError(f"webrtcvad mode must be an int 0..3, got {mode!r}")
+        self._native = sample_rate is None
+        if sample_rate is None:
+            sample_rate = 16000
         if sample_rate not in SUPPORTED_RATES:
             raise ConfigurationError(
                 f"webrtcvad runs at {SUPPORTED_RATES} Hz only, got {sample_rate!r}"
@@ -35,10 +43,18 @@ class WebRTCVAD(VAD):
             )
         self.mode = mode
         self.sample_rate = sample_rate
+        self._frame_ms = frame_ms
         self.frame_samples = sample_rate * frame_ms // 1000
 
     def stream(self) -> VADStream:
         return WebRTCVADStream(self)
+
+    def for_rate(self, sample_rate: int) -> VAD:
+        if not self._native or sample_rate not in SUPPORTED_RATES:
+            return self
+        if sample_rate == self.sample_rate:
+            return self
+        return WebRTCVAD(self.mode, sample_rate, self._frame_ms)
 
 
 class WebRTCVADStream(VADStream):

@@ -1,0 +1,157 @@
+"""`input_audio_buffer.append` messages: built from a template, merged only when the loop is behind.
+
+One append per 20 ms frame per session is most of what a busy process writes to
+its sockets. While the event loop keeps up, each frame still leaves at once (no
+added latency); when it is late, frames are merged into one append of up to
+`MAX_APPEND_MS`, in order, never split or dropped. A frame is held at most until
+that much audio would have arrived at 1x (a timer sees to it if frames stop).
+
+Messages are formatted without a JSON encoder: base64 needs no escaping and the
+event id is ours, so the template is always valid JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING
+
+from duplex.agents.loop import LoopLag, loop_lag
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+#: The most audio one append carries when frames are merged.
+MAX_APPEND_MS = 60.0
+#: The loop counts as behind when its timers run this late (seconds).
+BEHIND_S = 0.008
+_EPS = 1e-6
+
+_TEMPLATE = '{"event_id":"%s","type":"input_audio_buffer.append","audio":"%s"}'
+
+
+def append_message(event_id: str, payload: bytes) -> str:
+    """The append event for ``payload`` (wire-format audio bytes) as JSON text."""
+    return _TEMPLATE % (event_id, base64.b64encode(payload).decode("ascii"))
+
+
+class AppendQueue:
+    """Caller audio waiting to leave on one connection, in order (bounded by the merge rule).
+
+    `add` writes at once when the connection is free and the loop is on time; the
+    connection's `send` empties it first, so appends never pass a later event.
+    """
+
+    def __init__(self, conn: Connection, lag: LoopLag | None = None) -> None:
+        self._conn = conn
+        self._lag = lag or loop_lag()
+        self._pieces: deque[tuple[bytes, float]] = deque()
+        self._ms = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        #: Appends written, and how many of them carried more than one frame.
+        self.sent = 0
+        self.merged = 0
+
+    @property
+    def pending_ms(self) -> float:
+        return self._ms
+
+    def add(self, payload: bytes, ms: float) -> None:
+        """Queue one frame (at most `MAX_APPEND_MS`); raises ConnectionError if the socket is gone.
+
+        On an error the audio stays queued: `take_unsent` hands it back.
+        """
+        self._pieces.append((payload, ms))
+        self._ms += ms
+        if not self._conn.writable():
+            self._flush_later()
+        elif self._ms + _EPS >= MAX_APPEND_MS or not self._lag.behind(BEHIND_S):
+            self.write_ready()
+        elif self._timer is None:
+            # Behind: wait for more, but no longer than MAX_APPEND_MS of audio takes at 1x.
+            delay = max(0.0, (MAX_APPEND_MS - self._ms) / 1000.0)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def write_ready(self) -> None:
+        """Write what is queued while the connection takes writes without waiting."""
+        self._cancel_timer()
+        while self._pieces and self._conn.writable():
+            group = self.pop_group()
+            try:
+                self._conn.write_nowait(self.format(group))
+            except BaseException:
+                self.unpop(group)
+                raise
+        if self._pieces:
+            self._flush_later()
+
+    def pop_group(self) -> list[tuple[bytes, float]]:
+        """The oldest frames that fit in one append (at least one frame)."""
+        group = [self._pieces.popleft()]
+        ms = group[0][1]
+        while self._pieces and ms + self._pieces[0][1] <= MAX_APPEND_MS + _EPS:
+            piece = self._pieces.popleft()
+            group.append(piece)
+            ms += piece[1]
+        self._ms -= ms
+        return group
+
+    def unpop(self, group: list[tuple[bytes, float]]) -> None:
+        self._pieces.extendleft(reversed(group))
+        self._ms += sum(ms for _, ms in group)
+
+    def format(self, group: list[tuple[bytes, float]]) -> str:
+        from .connection import new_event_id
+
+        self.sent += 1
+        if len(group) > 1:
+            self.merged += 1
+            payload = b"".join(p for p, _ in group)
+        else:
+            payload = group[0][0]
+        return append_message(new_event_id(), payload)
+
+    def take_unsent(self) -> list[tuple[bytes, float]]:
+        """Remove and return the queued audio (the socket died; the uplink holds it)."""
+        self._cancel_timer()
+        out = list(self._pieces)
+        self._pieces.clear()
+        self._ms = 0.0
+        return out
+
+    def clear(self) -> None:
+        self.take_unsent()
+
+    def close(self) -> None:
+        self._cancel_timer()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+
+    def _due(self) -> None:
+        self._timer = None
+        if not self._pieces:
+            return
+        if self._conn.writable():
+            # on an error the audio stays queued for take_unsent; the session sees the close
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self.write_ready()
+        else:
+            self._flush_later()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _flush_later(self) -> None:
+        """The connection is busy (a write waiting on the socket, or an event being sent)."""
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # kept for take_unsent
+            await self._conn.drain_appends()
