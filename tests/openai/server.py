@@ -94,6 +94,9 @@ class RealtimeTestServer:
         #: "before_response" (turn transcribed, before server VAD's response.created).
         self.holds: dict[str, asyncio.Event] = {}
         self.reached: dict[str, asyncio.Event] = {}
+        #: A slow reader: while this event is clear, connections stop reading client events
+        #: (aiohttp's reader then pauses the socket, so the client's writes back up).
+        self.read_gate: asyncio.Event | None = None
         #: Makes the reply for a request nothing was scripted for (default: `Reply()`).
         self.default_reply: Callable[[], Reply] = Reply
         self._ids = itertools.count(1)

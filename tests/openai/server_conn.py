@@ -180,6 +180,9 @@ class ServerConnection:
         async for msg in self.ws:
             if msg.type != WSMsgType.TEXT:
                 continue
+            gate = self.server.read_gate
+            if gate is not None:
+                await gate.wait()
             event = json.loads(msg.data)
             self.server.received.append((self.number, event))
             self.server.received_at.append(time.monotonic())

@@ -1,0 +1,137 @@
+"""Caller audio over the wire: every sample arrives once and in order, in appends of at most
+60 ms; one frame per append while the loop keeps up, merged only while it is behind (a stalled
+loop, a slow socket). The test server validates every append against the SDK's schema."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import numpy as np
+import numpy.typing as npt
+
+from duplex.agents.audio import AudioFrame
+from duplex.agents.conversation import Conversation
+from duplex.backends.openai import OpenAIRealtimeSession
+
+from .helpers import backend
+from .server import RealtimeTestServer
+
+RATE = 24000
+FRAME = RATE // 50  # 20 ms
+MAX_SAMPLES = RATE * 60 // 1000  # 60 ms
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop, as a burst of CPU-bound work in the process would."""
+    time.sleep(seconds)
+
+
+def signal(frames: int, seed: int = 7) -> npt.NDArray[np.int16]:
+    """Noise: any lost, repeated or reordered sample shows in a comparison."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-20000, 20000, frames * FRAME).astype(np.int16)
+
+
+def frames_of(audio: npt.NDArray[np.int16], size: int = FRAME) -> list[AudioFrame]:
+    return [
+        AudioFrame(audio[i : i + size].reshape(-1, 1), RATE) for i in range(0, len(audio), size)
+    ]
+
+
+def appended(server: RealtimeTestServer) -> list[npt.NDArray[np.int16]]:
+    return [
+        np.frombuffer(base64.b64decode(e["audio"]), "<i2")
+        for e in server.of_type("input_audio_buffer.append")
+    ]
+
+
+async def connect(server: RealtimeTestServer) -> OpenAIRealtimeSession:
+    b = backend(server, turn_detection=None)
+    session = await b.connect(instructions="", tools=[], conversation=Conversation())
+    assert isinstance(session, OpenAIRealtimeSession)
+    return session
+
+
+async def received_all(server: RealtimeTestServer, samples: int) -> list[npt.NDArray[np.int16]]:
+    await server.wait_until(lambda: sum(len(a) for a in appended(server)) >= samples, 10.0)
+    return appended(server)
+
+
+async def test_idle_loop_sends_each_frame_at_once(server: RealtimeTestServer) -> None:
+    session = await connect(server)
+    audio = signal(25)
+    for frame in frames_of(audio):
+        assert session.push_audio_nowait(frame)
+        # an idle loop: the frame is on the wire before the next one is captured
+        sent = len(appended(server)) + 1
+        await server.wait_until(lambda: len(appended(server)) >= sent, 5.0)  # noqa: B023
+        await asyncio.sleep(0.02)
+    got = await received_all(server, len(audio))
+    assert [len(a) for a in got] == [FRAME] * 25
+    assert np.array_equal(np.concatenate(got), audio)
+    await session.aclose()
+
+
+async def test_stalled_loop_merges_up_to_60ms_and_loses_nothing(
+    server: RealtimeTestServer,
+) -> None:
+    session = await connect(server)
+    audio = signal(60)
+    for frame in frames_of(audio):
+        stall(0.025)  # the loop is stalled: every frame arrives late
+        assert session.push_audio_nowait(frame)
+        await asyncio.sleep(0)
+    got = await received_all(server, len(audio))
+    sizes = [len(a) for a in got]
+    assert np.array_equal(np.concatenate(got), audio)
+    assert max(sizes) <= MAX_SAMPLES
+    assert max(sizes) > FRAME  # merged while behind
+    assert len(got) < 60
+    await session.aclose()
+
+
+async def test_slow_socket_backs_up_into_merged_appends_in_order(
+    server: RealtimeTestServer,
+) -> None:
+    session = await connect(server)
+    audio = signal(3000)  # 60 s, pushed at once: more than the socket buffers hold
+    server.read_gate = asyncio.Event()
+    for frame in frames_of(audio):
+        assert session.push_audio_nowait(frame)
+    await asyncio.sleep(0.2)
+    server.read_gate.set()
+    got = await received_all(server, len(audio))
+    sizes = [len(a) for a in got]
+    assert np.array_equal(np.concatenate(got), audio)
+    assert max(sizes) <= MAX_SAMPLES
+    assert len(got) < 3000  # the backed-up frames left merged
+    await session.aclose()
+
+
+async def test_appends_precede_the_commit_that_follows_them(server: RealtimeTestServer) -> None:
+    """A merge still pending when the session sends another event goes first."""
+    session = await connect(server)
+    audio = signal(5)  # 60 ms leave merged, the last 40 ms are still waiting at the commit
+    for frame in frames_of(audio):
+        stall(0.025)
+        session.push_audio_nowait(frame)
+    await session.commit_audio()
+    types = [t for t in server.received_types() if t.startswith("input_audio_buffer")]
+    assert types[-1] == "input_audio_buffer.commit"
+    got = appended(server)
+    assert np.array_equal(np.concatenate(got), audio)
+    await session.aclose()
+
+
+async def test_large_frames_are_cut_to_at_most_60ms(server: RealtimeTestServer) -> None:
+    session = await connect(server)
+    audio = signal(50)
+    for frame in frames_of(audio, size=RATE // 5):  # 200 ms frames
+        stall(0.025)
+        session.push_audio_nowait(frame)
+    got = await received_all(server, len(audio))
+    assert max(len(a) for a in got) <= MAX_SAMPLES
+    assert np.array_equal(np.concatenate(got), audio)
+    await session.aclose()
