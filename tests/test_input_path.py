@@ -166,35 +166,42 @@ async def test_queued_input_delivers_queued_frames_first_then_pushes() -> None:
     assert np.array_equal(np.concatenate(rec.audio), resampled(frames))
 
 
-def test_webrtcvad_runs_at_the_callers_rate_when_it_can() -> None:
-    """48 kHz caller audio is classified as is: no resample for the VAD."""
+def test_webrtcvad_runs_at_the_callers_rate_when_it_is_cheap() -> None:
+    """A 16 kHz caller is classified as is (no resample for the VAD), with the same
+    decisions as the old path that resampled the backend's 24 kHz audio to 16 kHz."""
+    audio = caller(16000)
     det = TurnDetector(WebRTCVAD(), input_rate=24000)
-    audio = caller()
-    r = Resampler(48000, 24000, quality=LOW_LATENCY)
+    r = Resampler(16000, 24000, quality=LOW_LATENCY)
     events = []
     for f in split(audio, 20):
         out = r.push(f)
         if out is not None:
             events += det.push(out, f)
-    assert det.vad.sample_rate == 48000
+    assert det.vad.sample_rate == 16000
     assert [type(e) for e in events] == [SpeechStart, SpeechEnd]
     # prefixes stay at the backend rate (they are what the backend is sent)
     assert all(f.sample_rate == 24000 for f in events[0].prefix)  # type: ignore[union-attr]
-    # same decisions as the 16 kHz path, within a frame or two
-    ref = TurnDetector(WebRTCVAD(sample_rate=16000), input_rate=24000)
-    r2 = Resampler(48000, 24000, quality=LOW_LATENCY)
+    ref = TurnDetector(WebRTCVAD(), input_rate=24000)
+    r2 = Resampler(16000, 24000, quality=LOW_LATENCY)
     ref_events = []
     for f in split(audio, 20):
         out = r2.push(f)
         if out is not None:
             ref_events += ref.push(out)
-    assert ref.vad.sample_rate == 16000
+    assert [type(e) for e in ref_events] == [SpeechStart, SpeechEnd]
     assert abs(events[0].at_ms - ref_events[0].at_ms) <= 40
     assert abs(events[1].at_ms - ref_events[1].at_ms) <= 40
 
 
+@pytest.mark.parametrize(("rate", "vad_rate"), [(8000, 8000), (32000, 32000), (48000, 16000)])
+def test_webrtcvad_rate_chosen_from_the_callers(rate: int, vad_rate: int) -> None:
+    """8/16/32 kHz run natively; 48 kHz is resampled to 16 kHz (cheaper than webrtcvad's own)."""
+    det = TurnDetector(WebRTCVAD(), input_rate=24000)
+    det.push(AudioFrame.silence(0.02, 24000), AudioFrame.silence(0.02, rate))
+    assert det.vad.sample_rate == vad_rate
+
+
 def test_a_vad_with_a_fixed_rate_is_resampled_for() -> None:
     det = TurnDetector(WebRTCVAD(sample_rate=16000), input_rate=24000)
-    f = AudioFrame.silence(0.02, 24000)
-    det.push(f, AudioFrame.silence(0.02, 48000))
+    det.push(AudioFrame.silence(0.02, 24000), AudioFrame.silence(0.02, 8000))
     assert det.vad.sample_rate == 16000

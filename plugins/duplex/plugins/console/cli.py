@@ -8,6 +8,7 @@ import contextlib
 import signal
 
 from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.loop import run as run_loop
 
 
 def register(subparsers: Subparsers) -> None:
@@ -45,7 +46,7 @@ def console_command(args: argparse.Namespace) -> int:
         return 0
     if not args.app:
         raise ConfigurationError("which app? e.g. agent console examples/assistant.py")
-    asyncio.run(run_console(args))
+    run_loop(run_console(args))
     return 0
 
 

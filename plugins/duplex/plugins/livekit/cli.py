@@ -14,6 +14,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.loop import run as run_loop
 
 if TYPE_CHECKING:
     from duplex.agents.session import AgentSession
@@ -171,7 +172,7 @@ def run_command(args: argparse.Namespace) -> int:
         port=args.port,
         prometheus_port=args.metrics_port,
     )
-    asyncio.run(serve(server, devmode=args.dev, drain_timeout=args.drain_timeout))
+    run_loop(serve(server, devmode=args.dev, drain_timeout=args.drain_timeout))
     return 0
 
 
@@ -198,7 +199,7 @@ def register_join(subparsers: Subparsers) -> None:
 
 
 def join_command(args: argparse.Namespace) -> int:
-    reason = asyncio.run(join_room(args))
+    reason = run_loop(join_room(args))
     log.info("left the room: %s", reason)
     return 0
 

@@ -20,6 +20,7 @@ from duplex.agents.app import AppSpec, choose_backend, default_backend_name, loa
 from duplex.agents.backend import Backend
 from duplex.agents.cli import Subparsers, add_app_arguments
 from duplex.agents.errors import ConfigurationError
+from duplex.agents.loop import run as run_loop
 from duplex.agents.serving import serve_until_stopped
 from duplex.agents.transport import Transport
 
@@ -170,5 +171,5 @@ def run(args: argparse.Namespace) -> int:
         if not s.secured:
             print("  webhook signatures are NOT checked (no secret configured)", flush=True)
 
-    asyncio.run(serve(server, backend, on_ready=ready))
+    run_loop(serve(server, backend, on_ready=ready))
     return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from urllib.parse import quote
 
 from duplex.agents.app import choose_backend, default_backend_name, load_app
 from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.loop import run as run_loop
 from duplex.agents.telemetry_env import telemetry_wanted
 
 from .guard import TOKEN_ENV, token_from_env
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "allowed_hosts": tuple(args.allow_host),
         "allowed_origins": tuple(args.allow_origin),
     }
-    asyncio.run(
+    run_loop(
         serve(
             spec,
             backend,

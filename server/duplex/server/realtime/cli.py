@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
 from duplex.agents.app import translate_bind_errors
 from duplex.agents.cli import Subparsers
+from duplex.agents.loop import run as run_loop
 
 from .app import RealtimeServer, ServerOptions, serve
 from .backends import FLAG_ENV, cascade_backend
@@ -78,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  OpenAI base_url={server.url} ({auth}); Ctrl+C to stop", flush=True)
 
     with translate_bind_errors(options.host, options.port):
-        asyncio.run(serve(backend, options, on_ready=ready))
+        run_loop(serve(backend, options, on_ready=ready))
     return 0
