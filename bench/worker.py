@@ -210,7 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    result = asyncio.run(run(args))
+    if args.framework.startswith("duplex") and os.environ.get("BENCH_UVLOOP") == "1":
+        from duplex.agents.loop import run as run_loop  # uvloop when installed
+
+        result = run_loop(run(args))
+    else:
+        result = asyncio.run(run(args))
     with open(args.out, "w") as f:
         json.dump(result, f)
     sys.stdout.flush()

@@ -141,6 +141,7 @@ class TurnDetector:
         self._vad_source_rate = input_rate
         self._rate_chosen = False
         self._vad_samples = 0  # audio time, in VAD-rate samples already classified
+        # (input ms at the frame's end, frame): what a SpeechStart prefix may need
         self._history: deque[tuple[float, AudioFrame]] = deque()
         self._input_ms = 0.0
         self.speaking = False
@@ -179,8 +180,8 @@ class TurnDetector:
                 f"{frame.channels} ch at {frame.sample_rate} Hz"
             )
         events: list[TurnEvent] = []
-        self._history.append((self._input_ms, frame))
         self._input_ms += frame.duration_ms
+        self._history.append((self._input_ms, frame))
         if self.speaking:
             self._keep_turn_audio(frame)
         source = frame if vad_audio is None else vad_audio
@@ -301,8 +302,9 @@ class TurnDetector:
         else:
             earliest_onset = 1000.0 * self._vad_samples / self.vad.sample_rate
         since = earliest_onset - self.options.prefix_padding_ms
-        while self._history and self._history[0][0] + self._history[0][1].duration_ms <= since:
-            self._history.popleft()
+        history = self._history
+        while history and history[0][0] <= since:
+            history.popleft()
 
     def _decide(self, voiced: bool, start_ms: float, end_ms: float) -> TurnEvent | None:
         opts = self.options
@@ -334,7 +336,7 @@ class TurnDetector:
 
     def _prefix(self, onset_ms: float) -> tuple[AudioFrame, ...]:
         since = onset_ms - self.options.prefix_padding_ms
-        return tuple(f for t, f in self._history if t + f.duration_ms > since)
+        return tuple(f for end, f in self._history if end > since)
 
     def reset(self) -> None:
         self._stream.reset()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ class AppendQueue:
         self._lag = lag or loop_lag()
         self._pieces: deque[tuple[bytes, float]] = deque()
         self._ms = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._due_at: float | None = None
         self._flusher: asyncio.Task[None] | None = None
         #: Appends written, and how many of them carried more than one frame.
         self.sent = 0
@@ -70,14 +71,16 @@ class AppendQueue:
             self._flush_later()
         elif self._ms + _EPS >= MAX_APPEND_MS or not self._lag.behind(BEHIND_S):
             self.write_ready()
-        elif self._timer is None:
-            # Behind: wait for more, but no longer than MAX_APPEND_MS of audio takes at 1x.
-            delay = max(0.0, (MAX_APPEND_MS - self._ms) / 1000.0)
-            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+        elif self._due_at is None:
+            # Behind: wait for more, but no longer than MAX_APPEND_MS of audio takes at 1x
+            # (checked by one shared sweep per loop: no timer per batch).
+            loop = asyncio.get_running_loop()
+            self._due_at = loop.time() + (MAX_APPEND_MS - self._ms) / 1000.0
+            _sweeper(loop).watch(self)
 
     def write_ready(self) -> None:
         """Write what is queued while the connection takes writes without waiting."""
-        self._cancel_timer()
+        self._cancel_due()
         while self._pieces and self._conn.writable():
             group = self.pop_group()
             try:
@@ -116,7 +119,7 @@ class AppendQueue:
 
     def take_unsent(self) -> list[tuple[bytes, float]]:
         """Remove and return the queued audio (the socket died; the uplink holds it)."""
-        self._cancel_timer()
+        self._cancel_due()
         out = list(self._pieces)
         self._pieces.clear()
         self._ms = 0.0
@@ -126,13 +129,13 @@ class AppendQueue:
         self.take_unsent()
 
     def close(self) -> None:
-        self._cancel_timer()
+        self._cancel_due()
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
 
     def _due(self) -> None:
-        self._timer = None
+        self._due_at = None
         if not self._pieces:
             return
         if self._conn.writable():
@@ -142,10 +145,8 @@ class AppendQueue:
         else:
             self._flush_later()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _cancel_due(self) -> None:
+        self._due_at = None
 
     def _flush_later(self) -> None:
         """The connection is busy (a write waiting on the socket, or an event being sent)."""
@@ -155,3 +156,44 @@ class AppendQueue:
     async def _flush(self) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):  # kept for take_unsent
             await self._conn.drain_appends()
+
+
+class _Sweeper:
+    """Writes out merges whose time is up: one timer per loop, ticking only while needed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queues: set[AppendQueue] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, q: AppendQueue) -> None:
+        self._queues.add(q)
+        if self._handle is None:
+            self._handle = self._loop.call_later(_SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        now = self._loop.time() + _SWEEP_S / 2  # due before the next sweep: now
+        for q in list(self._queues):
+            due = q._due_at
+            if due is None:
+                self._queues.discard(q)
+            elif due <= now:
+                self._queues.discard(q)
+                q._due()
+        if self._queues:
+            self._handle = self._loop.call_later(_SWEEP_S, self._sweep)
+
+
+#: How often waiting merges are checked (a merge waits at most this much past its time).
+_SWEEP_S = 0.01
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sweeper(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    sw = _sweepers.get(loop)
+    if sw is None:
+        sw = _sweepers[loop] = _Sweeper(loop)
+    return sw
