@@ -205,3 +205,21 @@ def test_a_vad_with_a_fixed_rate_is_resampled_for() -> None:
     det = TurnDetector(WebRTCVAD(sample_rate=16000), input_rate=24000)
     det.push(AudioFrame.silence(0.02, 24000), AudioFrame.silence(0.02, 8000))
     assert det.vad.sample_rate == 16000
+
+
+async def test_a_queued_input_keeps_its_bound_and_reports_drops_when_pushing() -> None:
+    """A device input's own limit (newest audio wins) holds for the pushed path too."""
+    gate = asyncio.Event()
+    rec = Recorder(nowait=True, gate=gate)
+    path = rec.path(detector())
+    source = QueuedAudioInput(max_queue_ms=200, frame_ms=20)
+    served = asyncio.get_running_loop().create_task(path.serve(source))
+    await asyncio.sleep(0)
+    for f in split(caller(), 20):
+        source.put(f)
+    await asyncio.wait_for(rec.handler_entered.wait(), 5)
+    assert path.backlog_ms <= 200.0
+    assert source.dropped_frames > 0
+    gate.set()
+    source.close()
+    await asyncio.wait_for(served, 5)

@@ -20,6 +20,9 @@ TextHandler = Callable[[str], Awaitable[None]]
 class FrameSink(Protocol):
     """Where a push-capable input delivers frames (the session's `InputPath`)."""
 
+    #: Frames it dropped because its own bounded backlog overflowed.
+    dropped: int
+
     def feed(self, frame: AudioFrame) -> None: ...
 
     def end(self) -> None: ...
@@ -58,14 +61,20 @@ class QueuedAudioInput(AudioInput):
         self.max_backlog_ms = max_queue_ms
         self._closed = False
         self._sink: FrameSink | None = None
-        #: Frames thrown away because nobody consumed them in time.
-        self.dropped_frames = 0
+        self._dropped = 0
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def dropped_frames(self) -> int:
+        """Frames thrown away because nobody consumed them in time (here or in the sink)."""
+        return self._dropped + (self._sink.dropped if self._sink is not None else 0)
+
     def set_sink(self, sink: FrameSink | None) -> bool:
+        if self._sink is not None:
+            self._dropped += self._sink.dropped
         self._sink = sink
         if sink is not None:
             while not self._queue.empty():
@@ -88,7 +97,7 @@ class QueuedAudioInput(AudioInput):
         if self._queue.qsize() >= self._max_frames:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
-                self.dropped_frames += 1
+                self._dropped += 1
         self._queue.put_nowait(frame)
 
     async def frames(self) -> AsyncIterator[AudioFrame]:
