@@ -58,7 +58,11 @@ class AppendQueue:
 
     @property
     def pending_ms(self) -> float:
-        return self._ms
+        return self._ms if self._pieces else 0.0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pieces)
 
     def add(self, payload: bytes, ms: float) -> None:
         """Queue one frame (at most `MAX_APPEND_MS`); raises ConnectionError if the socket is gone.
@@ -99,7 +103,7 @@ class AppendQueue:
             piece = self._pieces.popleft()
             group.append(piece)
             ms += piece[1]
-        self._ms -= ms
+        self._ms = self._ms - ms if self._pieces else 0.0  # no float residue when empty
         return group
 
     def unpop(self, group: list[tuple[bytes, float]]) -> None:

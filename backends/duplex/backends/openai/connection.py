@@ -137,7 +137,7 @@ class Connection:
         """Under the lock: the queued appends, oldest first; one that fails stays queued."""
         await self._settle()
         q = self.audio
-        while q.pending_ms > 0:
+        while q.pending:
             group = q.pop_group()
             try:
                 if self._ws.closed:
