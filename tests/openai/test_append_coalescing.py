@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
+from typing import Any
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 
@@ -47,8 +50,18 @@ def appended(server: RealtimeTestServer) -> list[npt.NDArray[np.int16]]:
     ]
 
 
-async def connect(server: RealtimeTestServer) -> OpenAIRealtimeSession:
-    b = backend(server, turn_detection=None)
+def _small_send_buffer(addr: Any) -> socket.socket:
+    """A client socket with a small kernel send buffer, so a slow reader backs it up soon."""
+    family, kind, proto = addr[0], addr[1], addr[2]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+    return sock
+
+
+async def connect(
+    server: RealtimeTestServer, http: aiohttp.ClientSession | None = None
+) -> OpenAIRealtimeSession:
+    b = backend(server, turn_detection=None, http_session=http)
     session = await b.connect(instructions="", tools=[], conversation=Conversation())
     assert isinstance(session, OpenAIRealtimeSession)
     return session
@@ -95,8 +108,9 @@ async def test_stalled_loop_merges_up_to_60ms_and_loses_nothing(
 async def test_slow_socket_backs_up_into_merged_appends_in_order(
     server: RealtimeTestServer,
 ) -> None:
-    session = await connect(server)
-    audio = signal(3000)  # 60 s, pushed at once: more than the socket buffers hold
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_small_send_buffer))
+    session = await connect(server, http)
+    audio = signal(450)  # 9 s, pushed at once: more than the socket buffers hold
     server.read_gate = asyncio.Event()
     for frame in frames_of(audio):
         assert session.push_audio_nowait(frame)
@@ -106,8 +120,36 @@ async def test_slow_socket_backs_up_into_merged_appends_in_order(
     sizes = [len(a) for a in got]
     assert np.array_equal(np.concatenate(got), audio)
     assert max(sizes) <= MAX_SAMPLES
-    assert len(got) < 3000  # the backed-up frames left merged
+    assert len(got) < 450  # the backed-up frames left merged
     await session.aclose()
+    await http.close()
+
+
+async def test_a_socket_that_stops_reading_holds_at_most_10s_newest_audio_kept(
+    server: RealtimeTestServer,
+) -> None:
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=_small_send_buffer))
+    session = await connect(server, http)
+    audio = signal(1000)  # 20 s while the server reads nothing
+    server.read_gate = asyncio.Event()
+    for frame in frames_of(audio):
+        assert session.push_audio_nowait(frame)
+    await asyncio.sleep(0.2)
+    server.read_gate.set()
+    tail = audio[-500 * FRAME :]  # the newest 10 s all arrive, in order
+    await server.wait_until(
+        lambda: (
+            (g := appended(server)) != [] and np.array_equal(np.concatenate(g)[-len(tail) :], tail)
+        ),
+        10.0,
+    )
+    got = np.concatenate(appended(server))
+    assert len(got) < len(audio)  # the oldest of what waited went
+    # what arrived is the start (already on the wire) and the newest 10 s, nothing else
+    head = len(got) - len(tail)
+    assert np.array_equal(got[:head], audio[:head])
+    await session.aclose()
+    await http.close()
 
 
 async def test_appends_precede_the_commit_that_follows_them(server: RealtimeTestServer) -> None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: The most audio one append carries when frames are merged.
 MAX_APPEND_MS = 60.0
+#: Audio that may wait for a slow socket; past it the oldest goes (newest audio wins).
+MAX_QUEUED_MS = 10_000.0
 #: The loop counts as behind when its timers run this late (seconds).
 BEHIND_S = 0.008
 _EPS = 1e-6
@@ -55,6 +57,8 @@ class AppendQueue:
         #: Appends written, and how many of them carried more than one frame.
         self.sent = 0
         self.merged = 0
+        #: Audio dropped because the socket fell more than `MAX_QUEUED_MS` behind.
+        self.dropped_ms = 0.0
 
     @property
     def pending_ms(self) -> float:
@@ -72,6 +76,9 @@ class AppendQueue:
         self._pieces.append((payload, ms))
         self._ms += ms
         if not self._conn.writable():
+            while self._ms > MAX_QUEUED_MS and len(self._pieces) > 1:
+                self._ms -= (old := self._pieces.popleft()[1])
+                self.dropped_ms += old
             self._flush_later()
         elif self._ms + _EPS >= MAX_APPEND_MS or not self._lag.behind(BEHIND_S):
             self.write_ready()

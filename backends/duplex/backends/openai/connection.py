@@ -114,6 +114,7 @@ class Connection:
             self.sent += 1
             return
         self.sent += 1
+        _taken(waiting_on)
         task = asyncio.get_running_loop().create_task(_resume(coro, waiting_on))
         self._inflight = task
         task.add_done_callback(self._write_done)
@@ -193,21 +194,32 @@ class Connection:
 async def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
     """Finish a coroutine that `write_nowait` started and that suspended on a future.
 
-    The asyncio future protocol: the coroutine yielded the future it waits for;
-    once that is done, sending None resumes it (it reads the result itself).
+    The asyncio future protocol, as a Task runs it: the coroutine yielded the future
+    it waits for; once that is done, sending None resumes it, and it reads the
+    result (or the exception) itself. The future is waited on with `asyncio.wait`,
+    which does not await it (awaiting it a second time is an error).
     """
     try:
         while True:
             try:
-                await waiting_on
+                await asyncio.wait((waiting_on,))
             except asyncio.CancelledError:
                 coro.throw(asyncio.CancelledError())  # let it clean up; raises in turn
                 raise
-            except Exception:
-                pass  # the coroutine sees the same outcome when it resumes
             waiting_on = coro.send(None)
+            _taken(waiting_on)
     except StopIteration:
         return
+
+
+def _taken(fut: Any) -> None:
+    """What a Task does with a future its coroutine yields: clear the "blocking" mark.
+
+    Left set, any other coroutine awaiting the same future (aiohttp shares one drain
+    waiter per socket) fails with "await wasn't used with future".
+    """
+    if getattr(fut, "_asyncio_future_blocking", None):
+        fut._asyncio_future_blocking = False
 
 
 def _parse(text: str) -> Received:
