@@ -103,13 +103,16 @@ class InputPath:
         """Take ``source``'s frames until it ends: pushed to `feed` when it can, else pulled."""
         if source.max_backlog_ms is not None:
             self._max_backlog_ms = source.max_backlog_ms
+        # before attaching: frames queued in the source are fed at once, and may fail
+        self._done = asyncio.get_running_loop().create_future()
         if not source.set_sink(self):
+            self._done = None
             await self.run(source.frames())
             return
-        self._done = asyncio.get_running_loop().create_future()
         try:
             await self._done
             await self.drain()
+            self._raise_failure()
         finally:
             source.set_sink(None)
             if self._worker is not None:
