@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 MAX_APPEND_MS = 60.0
 #: Audio that may wait for a slow socket; past it the oldest goes (newest audio wins).
 MAX_QUEUED_MS = 10_000.0
-#: The loop counts as behind when its timers run this late (seconds).
-BEHIND_S = 0.008
+#: The loop counts as behind when its timers run this late (seconds). Merging adds up
+#: to 40 ms to a frame's trip, so it starts only once the loop itself is this late.
+BEHIND_S = 0.015
 _EPS = 1e-6
 
 _TEMPLATE = '{"event_id":"%s","type":"input_audio_buffer.append","audio":"%s"}'
