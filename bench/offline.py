@@ -298,10 +298,14 @@ async def main_async(
 
     print("synthesising the caller's sentences...", flush=True)
     complete = await synthesize(COMPLETE, paused=False)
-    paused = {
-        "comma": await synthesize(PAUSED, paused=True),
-        "mid-flow": await asyncio.to_thread(synthesize_midflow, PAUSED),
-    }
+    paused = (
+        {
+            "comma": await synthesize(PAUSED, paused=True),
+            "mid-flow": await asyncio.to_thread(synthesize_midflow, PAUSED),
+        }
+        if cutoffs
+        else {}
+    )
     stt, tts = WhisperSTT(), PiperTTS()
     await asyncio.gather(stt.prepare(), tts.prepare())
     smart = default_turn_options()  # what a command gives a session: Smart Turn where installed

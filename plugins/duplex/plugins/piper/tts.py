@@ -17,6 +17,8 @@ from duplex.agents.audio import AudioFrame
 from duplex.agents.stages import TTS
 from duplex.backends.cascade.errors import TTSError
 
+from .lanes import shared_lanes
+
 _CACHE: dict[tuple[str, str, bool, int], Any] = {}
 _LOCK = threading.Lock()
 _DONE = object()
@@ -34,7 +36,7 @@ def default_voice() -> tuple[Path, Path]:
 
 
 def load_voice(
-    model_path: Path, config_path: Path, *, use_cuda: bool = False, threads: int = 2
+    model_path: Path, config_path: Path, *, use_cuda: bool = False, threads: int = 1
 ) -> Any:
     """One `piper.PiperVoice` per voice file per process (onnxruntime sessions are thread-safe).
 
@@ -76,6 +78,10 @@ def _cpu_session(model_path: Path, threads: int) -> Any:
 class PiperTTS(TTS):
     """Synthesises in a worker thread and streams each of Piper's chunks as it is ready.
 
+    The threads are the process's `SynthesisLanes` (short texts such as a reply's
+    first clause never wait behind long ones), each running Piper on ``threads``
+    onnxruntime threads (one: several callers' syntheses run side by side).
+
     Closing the stream early stops the thread at its next chunk, so an interrupted
     reply does not keep a core busy. Piper adds random noise to prosody and timing;
     ``noise_scale=0, noise_w_scale=0`` makes the output repeatable (tests, demos).
@@ -96,7 +102,7 @@ class PiperTTS(TTS):
         noise_w_scale: float | None = None,
         frame_ms: float = 40.0,
         use_cuda: bool = False,
-        threads: int = 2,
+        threads: int = 1,
         trim_level: float = 0.01,
         lead_in_ms: float = 5.0,
     ) -> None:
@@ -162,6 +168,8 @@ class PiperTTS(TTS):
         config = self._syn_config()
 
         def work() -> None:
+            if stop.is_set():  # withdrawn while queued (e.g. a dropped speculation)
+                return
             try:
                 for chunk in voice.synthesize(text, syn_config=config):
                     if stop.is_set():
@@ -172,7 +180,7 @@ class PiperTTS(TTS):
                 with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
                     loop.call_soon_threadsafe(queue.put_nowait, e)
 
-        worker = loop.run_in_executor(None, work)
+        worker = asyncio.wrap_future(shared_lanes().submit(text, work), loop=loop)
         step = max(1, round(self.sample_rate * self.frame_ms / 1000))
         started = False
         try:
