@@ -11,7 +11,7 @@ from duplex.plugins.piper.lanes import SynthesisLanes
 
 
 def test_short_texts_do_not_wait_behind_long_ones() -> None:
-    lanes = SynthesisLanes(bulk_workers=2)
+    lanes = SynthesisLanes(bulk_workers=2, express_workers=1)
     release = threading.Event()
     long_text = "A long sentence that the bulk lane takes a while to say, " * 3
     held = [lanes.submit(long_text, lambda: release.wait(30) and None) for _ in range(3)]
