@@ -122,3 +122,12 @@ def test_one_info_line_says_which_rule_ends_turns(setting: str | None, expected:
     ).stderr
     lines = [ln for ln in err.splitlines() if "end of turn" in ln]
     assert len(lines) == 1 and lines[0].startswith("INFO") and expected in lines[0], err
+
+
+def test_a_broken_model_file_falls_back_to_the_silence_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "smart-turn-v3.2-cpu.onnx"
+    broken.write_bytes(b"not an onnx model")
+    monkeypatch.setenv(MODEL_ENV, str(broken))
+    assert default_turn() is None

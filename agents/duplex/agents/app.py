@@ -492,6 +492,9 @@ def default_turn() -> TurnOptions | None:
                 options = ep.load()()
             except ImportError:
                 options = None
+            except Exception as e:  # a broken model file must not stop calls from starting
+                log.warning("end-of-turn model unavailable: %s: %s", type(e).__name__, e)
+                options = None
             break
     if not _turn_logged:
         _turn_logged = True
