@@ -37,12 +37,19 @@ from duplex.agents.stages import STT, TTS, PartialCallback, STTSession, STTUtter
 from duplex.agents.testing.memory import MemoryAudioInput
 from duplex.agents.vad import TurnOptions
 
-from . import offline_cutoff, offline_stt
+from . import offline_cutoff, offline_stt, offline_words
 from .offline_speech import COMPLETE, PAUSED, RATE, Utterance, synthesize, synthesize_midflow
 
 Stages = tuple[STT, TTS]
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAME = RATE // 50
+_WORDS_INTRO = """### What a transcript check could add (measured, not built)
+
+Whisper's transcript of the same clips; "complete" is overruled when its last word
+is one of a fixed list of closed-class words (articles, prepositions, conjunctions,
+possessives: `bench/offline_words.py`):
+
+"""
 #: Stricter "complete" thresholds the cut-off section also tries (the default is 0.5).
 CUTOFF_THRESHOLDS = (0.7, 0.9)
 
@@ -345,7 +352,17 @@ async def main_async(
     raw = SmartTurn(getattr(smart.end_of_turn, "model_path", None), trailing_ms=None)
     alone = await offline_cutoff.model_table(raw, paused, complete)
     print(alone, flush=True)
-    md = _markdown(rows, stt_rows, cuts, alone, tuple(paused), time.monotonic() - started, quick)
+    words = await offline_words.table(smart.end_of_turn or raw, paused, complete)
+    print(words, flush=True)
+    md = _markdown(
+        rows,
+        stt_rows,
+        cuts,
+        alone + "\n\n" + _WORDS_INTRO + words,
+        tuple(paused),
+        time.monotonic() - started,
+        quick,
+    )
     path = out / f"{dt.date.today().isoformat()}-offline.md"
     await asyncio.to_thread(_write, path, md)
     print(md)
