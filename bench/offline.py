@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import os
 import resource
@@ -33,14 +35,23 @@ from duplex.agents import Agent, AgentSession, AudioFrame, AudioOutput, Transpor
 from duplex.agents.events import AgentStateChanged
 from duplex.agents.stages import STT, TTS, PartialCallback, STTSession, STTUtterance
 from duplex.agents.testing.memory import MemoryAudioInput
-from duplex.agents.vad import EndOfTurnModel, TurnOptions
+from duplex.agents.vad import TurnOptions
 
-from . import offline_cutoff, offline_stt
-from .offline_speech import COMPLETE, PAUSED, RATE, Utterance, synthesize
+from . import offline_cutoff, offline_stt, offline_words
+from .offline_speech import COMPLETE, PAUSED, RATE, Utterance, synthesize, synthesize_midflow
 
 Stages = tuple[STT, TTS]
 RESULTS = Path(__file__).resolve().parent / "results"
 FRAME = RATE // 50
+_WORDS_INTRO = """### What a transcript check could add (measured, not built)
+
+Whisper's transcript of the same clips; "complete" is overruled when its last word
+is one of a fixed list of closed-class words (articles, prepositions, conjunctions,
+possessives: `bench/offline_words.py`):
+
+"""
+#: Stricter "complete" thresholds the cut-off section also tries (the default is 0.5).
+CUTOFF_THRESHOLDS = (0.7, 0.9)
 
 
 # --- timing wrappers (public stage interfaces only) ---------------------------------------
@@ -171,7 +182,7 @@ async def _feed(t: OfflineTransport, pcm: np.ndarray, clock: list[float]) -> Non
 
 
 async def run_call(
-    idx: int, utts: list[Utterance], turns: int, model: EndOfTurnModel | None, stages: Stages
+    idx: int, utts: list[Utterance], turns: int, turn: TurnOptions, stages: Stages
 ) -> list[Turn]:
     from duplex.backends.cascade import CascadeBackend, EchoLLM
     from duplex.plugins.webrtcvad import WebRTCVAD
@@ -184,7 +195,7 @@ async def run_call(
         agent=Agent(instructions="Echo the caller."),
         backend=backend,
         vad=WebRTCVAD(2),
-        turn=TurnOptions(end_of_turn=model),
+        turn=turn,
     )
     listening = asyncio.Event()
     session.on(
@@ -248,7 +259,7 @@ async def run_level(
     label: str,
     callers: int,
     turns: int,
-    model: EndOfTurnModel | None,
+    turn: TurnOptions,
     stages: Stages,
     utts: list[Utterance],
 ) -> Level:
@@ -256,7 +267,7 @@ async def run_level(
     t0 = time.monotonic()
     load0 = os.getloadavg()[0]
     results = await asyncio.gather(
-        *(run_call(i, utts, turns, model, stages) for i in range(callers))
+        *(run_call(i, utts, turns, turn, stages) for i in range(callers))
     )
     wall = time.monotonic() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -281,34 +292,77 @@ def _row(lvl: Level) -> str:
     )
 
 
-async def main_async(quick: bool, levels: list[int], out: Path) -> Path:
+async def main_async(
+    quick: bool,
+    levels: list[int],
+    out: Path,
+    stt_section: bool = True,
+    cutoffs: bool = True,
+    rules: tuple[str, ...] = ("silence 500 ms", "Smart Turn"),
+) -> Path:
     from duplex.plugins.piper import PiperTTS
-    from duplex.plugins.smart_turn import SmartTurn
+    from duplex.plugins.smart_turn import SmartTurn, default_turn_options
     from duplex.plugins.whisper import WhisperSTT
 
     print("synthesising the caller's sentences...", flush=True)
     complete = await synthesize(COMPLETE, paused=False)
-    paused = await synthesize(PAUSED[:6] if quick else PAUSED, paused=True)
+    paused = (
+        {
+            "comma": await synthesize(PAUSED, paused=True),
+            "mid-flow": await asyncio.to_thread(synthesize_midflow, PAUSED),
+        }
+        if cutoffs
+        else {}
+    )
     stt, tts = WhisperSTT(), PiperTTS()
     await asyncio.gather(stt.prepare(), tts.prepare())
-    smart = SmartTurn()
+    smart = default_turn_options()  # what a command gives a session: Smart Turn where installed
+    if smart is None:
+        raise SystemExit("the offline section needs Smart Turn: pip install '.[smart_turn]'")
     started = time.monotonic()
     rows: list[Level] = []
-    for label, model in (("silence 500 ms", None), ("Smart Turn", smart)):
+    for label, turn in (("silence 500 ms", TurnOptions()), ("Smart Turn", smart)):
+        if label not in rules:
+            continue
         for n in levels:
             turns = (
                 max(2, (6 if quick else 10) // max(1, n // 2)) if n <= 2 else (3 if quick else 4)
             )
             print(f"  {label}: {n} caller(s) x {turns} turns...", flush=True)
-            lvl = await run_level(label, n, turns, model, (stt, tts), complete)
+            lvl = await run_level(label, n, turns, turn, (stt, tts), complete)
             print("   ", _row(lvl), flush=True)
             rows.append(lvl)
     print("speech-to-text finals...", flush=True)
-    stt_rows = await offline_stt.measure(complete, runs=2 if quick else 4)
+    stt_rows = await offline_stt.measure(complete, runs=2 if quick else 4) if stt_section else []
+    if not cutoffs:
+        md = _markdown(rows, stt_rows, [], "", tuple(paused), time.monotonic() - started, quick)
+        print(md)
+        return out
     print("false cut-offs...", flush=True)
-    cut_rule = await offline_cutoff.measure(paused, complete, None, "silence 500 ms")
-    cut_model = await offline_cutoff.measure(paused, complete, smart, "Smart Turn")
-    md = _markdown(rows, stt_rows, cut_rule, cut_model, time.monotonic() - started, quick)
+    cut_rules = [("silence 500 ms", TurnOptions()), ("Smart Turn (default)", smart)]
+    cut_rules += [
+        (f"Smart Turn, threshold {t}", dataclasses.replace(smart, end_of_turn_threshold=t))
+        for t in CUTOFF_THRESHOLDS
+    ]
+    cuts = []
+    for label, turn in cut_rules:
+        cuts.append(await offline_cutoff.measure(paused, complete, turn, label))
+        print("   ", cuts[-1].markdown_row(tuple(paused)), flush=True)
+    # The model as it is, without the detector's cut of the silence to `trailing_ms`.
+    raw = SmartTurn(getattr(smart.end_of_turn, "model_path", None), trailing_ms=None)
+    alone = await offline_cutoff.model_table(raw, paused, complete)
+    print(alone, flush=True)
+    words = await offline_words.table(smart.end_of_turn or raw, paused, complete)
+    print(words, flush=True)
+    md = _markdown(
+        rows,
+        stt_rows,
+        cuts,
+        alone + "\n\n" + _WORDS_INTRO + words,
+        tuple(paused),
+        time.monotonic() - started,
+        quick,
+    )
     path = out / f"{dt.date.today().isoformat()}-offline.md"
     await asyncio.to_thread(_write, path, md)
     print(md)
@@ -323,8 +377,9 @@ def _write(path: Path, text: str) -> None:
 def _markdown(
     rows: list[Level],
     stt_rows: list[offline_stt.SttRow],
-    cut_rule: offline_cutoff.CutoffResult,
-    cut_model: offline_cutoff.CutoffResult,
+    cuts: list[offline_cutoff.CutoffResult],
+    alone: str,
+    styles: tuple[str, ...],
     took_s: float,
     quick: bool,
 ) -> str:
@@ -333,10 +388,8 @@ def _markdown(
         "| → first TTS audio p50 | CPU per caller | no reply | load avg |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|"
     )
-    cut_lines = "\n".join(
-        [offline_cutoff.MARKDOWN_HEADER, cut_rule.markdown_row(), cut_model.markdown_row()]
-    )
-    cut_list = ", ".join(cut_model.cut_texts) or "none"
+    cut_lines = offline_cutoff.markdown(cuts, styles)
+    cut_list = ", ".join(cuts[1].cut_texts) if len(cuts) > 1 else "none"
     return f"""# Offline default: end of speech → first reply audio ({dt.date.today().isoformat()})
 
 Offline default (Whisper tiny.en, echo LLM, Piper joe-medium, WebRTC VAD), all
@@ -359,7 +412,19 @@ tests while this ran, so the figures are noisy (see the load column; 2 cores).
 
 {cut_lines}
 
-Cut off by Smart Turn: {cut_list}.
+{len(PAUSED)} sentences with a hesitation of 0.8 and 1.2 s, each pause made two ways
+(`bench/offline_speech.py`: *comma* = Piper's phrase break, often phrase-final
+pitch; *mid-flow* = silence inserted into the fluent sentence), and
+{len(COMPLETE)} complete sentences. Cut off with the default Smart Turn options: {cut_list}.
+
+### The model alone
+
+What Smart Turn answers for the unfinished halves (speech up to the hesitation)
+and the complete sentences, given exactly this much silence after the last word
+(the model as loaded with `trailing_ms=None`; the default cuts what it hears after
+the last sound to 200 ms, see `SmartTurn.trailing_ms`):
+
+{alone}
 """
 
 
@@ -368,8 +433,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--cutoffs-only", action="store_true", help="only the false cut-off section (~1-2 min)"
+    )
+    parser.add_argument(
+        "--latency-only",
+        choices=["both", "silence", "smart"],
+        help="only the latency table, for one rule or both (for profiling)",
+    )
+    parser.add_argument(
+        "--no-renice", action="store_true", help="do not raise the benchmark's priority"
+    )
     args = parser.parse_args(argv)
-    path = asyncio.run(main_async(args.quick, args.levels, args.out))
+    if not args.no_renice and hasattr(os, "nice"):
+        # Before any thread exists, so all inherit it: other load on a shared machine
+        # then disturbs the figures less (as `bench.run` does for the online section).
+        with contextlib.suppress(OSError):
+            os.nice(-10)
+    levels = [] if args.cutoffs_only else args.levels
+    only = args.latency_only
+    rules = {"silence": ("silence 500 ms",), "smart": ("Smart Turn",)}.get(
+        only or "both", ("silence 500 ms", "Smart Turn")
+    )
+    path = asyncio.run(
+        main_async(
+            args.quick,
+            levels,
+            args.out,
+            stt_section=not (args.cutoffs_only or only),
+            cutoffs=not only,
+            rules=rules,
+        )
+    )
     print(f"wrote {path}")
     return 0
 

@@ -1,11 +1,17 @@
 """Generated caller speech for the offline section: Piper sentences, some with a hesitation.
 
 Each sentence in `PAUSED` has a comma where a hesitant caller stops for a moment
-("I would like to book a table for, two people."). Piper speaks the words before
-the comma with the unfinished intonation of a phrase that goes on and leaves a
-gap there; the gap is found in the audio and stretched to a realistic hesitation
-(0.8-1.2 s). `COMPLETE` are whole sentences with no pause. All audio is made
-once per run with Piper's noise off, so every run hears the same sentences.
+("I would like to book a table for, two people."). Two ways to make the pause:
+
+- *comma*: Piper speaks the sentence with the comma, which it renders as a phrase
+  break (the words before it often end on a falling, phrase-final pitch) and a
+  short gap; the gap is found in the audio and stretched to a hesitation;
+- *mid-flow*: Piper speaks the sentence without the comma, fluently, and silence is
+  inserted at that word boundary (found from Piper's phoneme alignments), so the
+  words before the pause keep the pitch of a sentence that goes on.
+
+`COMPLETE` are whole sentences with no pause. All audio is made once per run with
+Piper's noise off, so every run hears the same sentences.
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ PAUSED = (
     "I think the problem is that, the battery is empty.",
     "My favourite colour is, dark blue.",
     "I would like to change my, delivery address.",
+    "Could you remind me to call, my sister tonight?",
+    "The package should arrive on, Thursday morning.",
+    "I am looking for a hotel near, the city centre.",
+    "Do you know if the store is, open on Sunday?",
+    "My flight leaves at, half past six.",
+    "I would like to cancel my, subscription please.",
+    "Set an alarm for, seven thirty.",
+    "Can you play some music by, the Beatles?",
 )
 
 COMPLETE = (
@@ -42,6 +56,18 @@ COMPLETE = (
     "What is the weather like in Paris today?",
     "Book a table for two people at seven.",
     "Tell me a joke about cats.",
+    "Set a timer for ten minutes.",
+    "How long does the journey take?",
+    "I forgot my password again.",
+    "Where is the nearest pharmacy?",
+    "That sounds great.",
+    "Please cancel my appointment for tomorrow.",
+    "Is the museum open on Mondays?",
+    "I want to send a parcel to London.",
+    "Call my mother on her mobile.",
+    "The meeting starts at nine.",
+    "Can I pay by card?",
+    "Goodbye and have a nice day.",
 )
 
 
@@ -101,4 +127,57 @@ async def synthesize(texts: tuple[str, ...], *, paused: bool) -> list[Utterance]
         pcm = pcm[: int(loud[-1]) + 1] if loud.size else pcm
         audio = _to_16k(pcm, tts.sample_rate)
         out.append(Utterance(text, audio, longest_gap(audio, RATE) if paused else None))
+    return out
+
+
+def synthesize_midflow(texts: tuple[str, ...]) -> list[Utterance]:
+    """`PAUSED` sentences spoken without their comma, with the pause at that word boundary.
+
+    Needs the ``onnx`` package (Piper patches its model in memory to report how many
+    samples each phoneme took); returns [] without it.
+    """
+    try:
+        import onnx  # noqa: F401 - piper needs it for alignments
+    except ImportError:
+        return []
+    from piper import PiperVoice, SynthesisConfig
+
+    from duplex.plugins.piper import default_voice
+
+    model, config = default_voice()
+    voice = PiperVoice.load(model, config, include_alignments=True)
+    syn = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    out = []
+    for text in texts:
+        before, after = text.split(", ", 1)
+        words_before = len(before.split())
+        chunks = list(voice.synthesize(f"{before} {after}", syn, include_alignments=True))
+        if len(chunks) != 1 or not chunks[0].phoneme_alignments:
+            continue
+        chunk = chunks[0]
+        alignments = chunk.phoneme_alignments or []
+        pcm = chunk.audio_int16_array
+        cut, pos, spaces = None, 0, 0
+        for a in alignments:
+            if a.phoneme == " ":
+                spaces += 1
+                if spaces == words_before:
+                    cut = pos + a.num_samples // 2  # the middle of the word boundary
+                    break
+            pos += int(a.num_samples)
+        if cut is None:
+            continue
+        loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 328)
+        pcm = pcm[: int(loud[-1]) + 1] if loud.size else pcm
+        # 5 ms fades either side of the cut, as a speaker's voice stops and starts.
+        fade = chunk.sample_rate // 200
+        head, tail = pcm[:cut].astype(np.float32), pcm[cut:].astype(np.float32)
+        head[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        tail[:fade] *= np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        a16, b16 = (
+            _to_16k(head.astype(np.int16), chunk.sample_rate),
+            _to_16k(tail.astype(np.int16), chunk.sample_rate),
+        )
+        audio = np.concatenate([a16, b16])
+        out.append(Utterance(text, audio, (len(a16), len(a16))))
     return out

@@ -40,6 +40,7 @@ from .backend import Backend
 from .errors import ConfigurationError
 from .session import AgentSession
 from .transport import Transport
+from .vad import TurnOptions
 
 __all__ = [
     "BACKEND_GROUP",
@@ -55,6 +56,7 @@ __all__ = [
     "Prepare",
     "choose_backend",
     "default_backend_name",
+    "default_turn",
     "default_vad",
     "extra_for_module",
     "load_app",
@@ -73,6 +75,9 @@ COMMAND_GROUP = "duplex.commands"
 #: VAD factories; every command gives a session that names no VAD the ``webrtc`` one.
 VAD_GROUP = "duplex.vads"
 DEFAULT_VAD = "webrtc"
+#: Factories of default `TurnOptions` (an end-of-turn model); None from one means "absent".
+TURN_GROUP = "duplex.turn_models"
+DEFAULT_TURN = "smart_turn"
 
 AppKind = Literal["entrypoint", "create_session", "agent"]
 #: A hook run on each call's session and transport before the session starts.
@@ -142,10 +147,15 @@ class AppSpec:
         """Build this app's session for one call and start it on ``transport``.
 
         A session the command builds (not ``create_session``'s own) gets `default_vad`
-        unless ``session_options`` names a VAD, so every command turns the same way.
+        and `default_turn` unless ``session_options`` names a VAD, so every command
+        turns the same way.
         """
         if "vad" not in session_options and self.kind != "create_session":
             session_options = {**session_options, "vad": default_vad()}
+            if "turn" not in session_options:
+                turn = default_turn()
+                if turn is not None:
+                    session_options["turn"] = turn
         if self.kind == "entrypoint":
             ctx = AppContext(transport, backend, session_options, prepare=prepare)
             await self.target(ctx)
@@ -464,6 +474,39 @@ def default_vad() -> Any | None:
                 return None
             return factory()
     return None
+
+
+_turn_logged = False
+
+
+def default_turn() -> TurnOptions | None:
+    """Turn options with the Smart Turn end-of-turn model where installed, else None.
+
+    None keeps the session's silence rule; which one applies is logged once (INFO).
+    """
+    global _turn_logged
+    options: TurnOptions | None = None
+    for ep in entry_points(group=TURN_GROUP):
+        if ep.name == DEFAULT_TURN:
+            try:
+                options = ep.load()()
+            except ImportError:
+                options = None
+            except Exception as e:  # a broken model file must not stop calls from starting
+                log.warning("end-of-turn model unavailable: %s: %s", type(e).__name__, e)
+                options = None
+            break
+    if not _turn_logged:
+        _turn_logged = True
+        if options is not None and options.end_of_turn is not None:
+            log.info("end of turn: %s", type(options.end_of_turn).__name__)
+        else:
+            log.info(
+                "end of turn: %.0f ms of silence (for the Smart Turn model: "
+                "pip install 'duplex-agents[smart_turn]')",
+                TurnOptions().silence_duration_ms,
+            )
+    return options
 
 
 # --- servers ------------------------------------------------------------------------------

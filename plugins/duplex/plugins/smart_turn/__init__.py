@@ -9,13 +9,17 @@ turn detector: ``TurnOptions(end_of_turn=SmartTurn())``.
 from __future__ import annotations
 
 from ._model import bundled_model_path
+from .default import MODEL_ENV, configured_model_path, default_turn_options
 from .model import SmartTurn
 from .queue import EndOfTurnBusyError, InferenceQueue, shared_queue
 
 __all__ = [
+    "MODEL_ENV",
     "EndOfTurnBusyError",
     "InferenceQueue",
     "SmartTurn",
     "bundled_model_path",
+    "configured_model_path",
+    "default_turn_options",
     "shared_queue",
 ]
