@@ -9,6 +9,18 @@ loop with ``call_soon_threadsafe``. Audio frames cross over in
 `sip_transport` through thread-safe buffers.
 
 There is one PJSIP library per process, so one `SipEndpoint` per process.
+
+Object lifetimes follow pjsua2's rules, because breaking them crashes the
+process some time later rather than raising:
+
+* pjsua2 objects (calls, the account, media ports) are created, used and
+  released on the PJSIP thread only, and only the endpoint (or an object it
+  owns) refers to them, so reference counting frees them there and never the
+  cyclic GC on another thread. The asyncio side holds a call's *key*.
+* A call stays registered until PJSIP has delivered its DISCONNECTED state;
+  it is released by a job that runs after that callback returned.
+* Media ports are pooled and outlive the library (`sip_media`).
+* ``libDestroy`` runs after every call is gone.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import queue
 import threading
@@ -33,7 +46,7 @@ except ImportError as e:  # pragma: no cover - the `sip` extra
         "direct SIP needs pjsua2: pip install 'duplex-agents[sip]' (Python 3.12 or older)"
     ) from e
 
-__all__ = ["Registration", "SipEndpoint", "SipEndpointError", "pj"]
+__all__ = ["MAX_CALLS", "Registration", "SipEndpoint", "SipEndpointError", "pj"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +55,8 @@ T = TypeVar("T")
 CODEC_PRIORITY = {"G722/16000/1": 250, "PCMU/8000/1": 240, "PCMA/8000/1": 230}
 #: The conference bridge's rate: G.722's, so wideband calls are not narrowed.
 BRIDGE_RATE = 16000
+#: PJSUA_MAX_CALLS of the pjsua2-python build: PJSIP's call table cannot be larger.
+MAX_CALLS = 32
 
 
 class SipEndpointError(DuplexError):
@@ -92,12 +107,22 @@ class SipEndpoint:
         port: int = 5060,
         jitter_ms: tuple[int, int] = (40, 200),
         log_level: int = 1,
+        max_calls: int = 8,
     ) -> None:
+        from .sip_media import PortPool  # it builds on this module's `pj`
+
+        if not 1 <= max_calls <= MAX_CALLS:
+            raise ConfigurationError(f"max_calls must be 1..{MAX_CALLS}, got {max_calls}")
         self.host = host
         self.port = port
         self.jitter_ms = jitter_ms
         self.log_level = log_level
+        self.max_calls = max_calls
         self.ep: Any = None
+        #: Media ports, reused from call to call (PJSIP thread only).
+        self.ports = PortPool()
+        self._calls: dict[int, Any] = {}  # key -> pj.Call; PJSIP thread only
+        self._keys = itertools.count(1)
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._started: Future[None] = Future()
@@ -110,10 +135,6 @@ class SipEndpoint:
         self._thread = threading.Thread(target=self._main, name="duplex-sip", daemon=True)
         self._thread.start()
         await asyncio.wrap_future(self._started)
-        # pjsua2 objects released on this thread (a call's last reference, an account at
-        # shutdown) call into PJSIP from here: PJSIP insists on knowing the thread.
-        if not self.ep.libIsThreadRegistered():
-            self.ep.libRegisterThread("duplex-asyncio")
 
     async def aclose(self) -> None:
         if self._thread is None:
@@ -156,6 +177,33 @@ class SipEndpoint:
     def on_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    # --- calls (keys for the asyncio side, objects for the PJSIP thread) --------------------
+    def adopt(self, call: Any) -> int:
+        """Own ``call`` until its DISCONNECTED state was delivered; returns its key."""
+        key = next(self._keys)
+        self._calls[key] = call
+        return key
+
+    def release_later(self, key: int) -> None:
+        """From a PJSIP callback: drop the call once the callback has returned."""
+        self.post(lambda: self._calls.pop(key, None))
+
+    @property
+    def live_calls(self) -> int:
+        """Calls PJSIP still holds objects for."""
+        return len(self._calls)
+
+    async def with_call(self, key: int | None, fn: Callable[[Any], T]) -> T | None:
+        """``fn(call)`` on the PJSIP thread while the call is up; None once it is over."""
+
+        def job() -> T | None:
+            call = self._calls.get(key) if key is not None else None
+            if call is None or getattr(call, "disconnected", False):
+                return None
+            return fn(call)
+
+        return await self.run(job)
+
     # --- the thread ---------------------------------------------------------------------------
     def _main(self) -> None:
         try:
@@ -173,14 +221,26 @@ class SipEndpoint:
                 self.ep.libHandleEvents(5)
                 self._drain_jobs()
         finally:
-            self._drain_jobs()
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        """Hang up, let the DISCONNECTED states arrive, free the calls, then the library."""
+        self._drain_jobs()
+        with contextlib.suppress(Exception):
+            self.ep.hangupAllCalls()
+        for _ in range(50):
+            if not self._calls:
+                break
             with contextlib.suppress(Exception):
-                self.ep.hangupAllCalls()
-                for _ in range(20):
-                    self.ep.libHandleEvents(10)
-            gc.collect()  # pjsua2 objects still unreferenced die here, while PJSIP lives
-            self.ep.libDestroy()
-            self.ep = None
+                self.ep.libHandleEvents(10)
+            self._drain_jobs()
+        if self._calls:
+            log.warning("%d SIP call(s) never reported DISCONNECTED", len(self._calls))
+            self._calls.clear()  # ~Call hangs up what is still active
+        gc.collect()  # pjsua2 objects in unreachable cycles die here, while PJSIP lives
+        self.ep.libDestroy()
+        self.ports.outlive_library()
+        self.ep = None
 
     def _drain_jobs(self) -> None:
         while True:
@@ -203,6 +263,7 @@ class SipEndpoint:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0  # we poll from this thread
         cfg.uaConfig.mainThreadOnly = False
+        cfg.uaConfig.maxCalls = self.max_calls
         cfg.uaConfig.userAgent = "duplex-agents"
         cfg.logConfig.level = self.log_level
         cfg.logConfig.consoleLevel = self.log_level
