@@ -291,19 +291,19 @@ def test_outbound_frames_match_each_provider() -> None:
     assert tx.clear() == {"event": "clear"}
 
 
-def test_mark_tracker_counts_only_echoed_audio() -> None:
+def test_mark_tracker_maps_echoes_to_positions() -> None:
     from duplex.plugins.telephony import MarkTracker
 
     marks = MarkTracker()
-    names = [marks.sent(20.0) for _ in range(5)]
-    assert (marks.sent_ms, marks.played_ms, marks.unplayed_ms) == (100.0, 0.0, 100.0)
-    assert marks.echoed(names[1])  # confirms the first two
-    assert marks.played_ms == 40.0
-    assert marks.clear() == 60.0
-    assert not marks.echoed(names[3])  # returned by the clear: not played
-    assert (marks.played_ms, marks.ignored_echoes) == (40.0, 1)
-    later = marks.sent(20.0)
-    assert marks.echoed(later) and marks.played_ms == 60.0
+    names = [marks.sent(20.0 * (i + 1)) for i in range(5)]
+    assert len(set(names)) == 5 and marks.pending_marks == 5
+    assert marks.echoed(names[1]) == 40.0  # settles the first two
+    assert marks.pending_marks == 3
+    assert marks.clear() == 3
+    assert marks.echoed(names[3]) is None  # returned by the clear: not played
+    assert marks.ignored_echoes == 1
+    later = marks.sent(60.0)
+    assert later not in names and marks.echoed(later) == 60.0
 
 
 async def test_without_api_credentials_twilio_calls_end_by_closing_the_stream() -> None:
