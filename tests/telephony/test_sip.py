@@ -210,6 +210,37 @@ async def test_bye_from_baresip_ends_the_session() -> None:
             await phone.aclose()
 
 
+async def test_calls_one_after_another_reuse_one_media_port_and_free_their_calls() -> None:
+    """PJSIP objects are released on its thread once each call is over; ports are reused
+    (a freed port could still be called by the bridge's clock, see `sip_media`)."""
+    async with sip_harness(scripted) as h:
+        endpoint = h.server.endpoint
+        for n in range(3):
+            phone, transport, session = await call_from_baresip(h, silence(6, 8000))
+            try:
+                await _until(lambda t=transport: t.frames_received >= 10)  # the caller's audio
+                closed = session.next_event(SessionClosed)
+                await phone.command("hangup")
+                await asyncio.wait_for(closed, 10)
+                await asyncio.wait_for(h.server.wait_idle(), 5)
+            finally:
+                await phone.aclose()
+            # A job queued now runs after the one that released the call.
+            assert await endpoint.run(lambda: (endpoint.live_calls, endpoint.ports.size)) == (
+                0,
+                1,
+            ), f"after call {n + 1}"
+
+
+async def _until(done, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """For counters without an event: check every 20 ms (a frame) until ``done()``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 async def test_the_agent_hangs_up_and_baresip_sees_the_bye() -> None:
     async with sip_harness(scripted) as h:
         phone, transport, session = await call_from_baresip(h, silence(8, 8000))
