@@ -133,6 +133,7 @@ class MediaStreamOutput(BufferedAudioOutput):
         """Moves audio from the buffer to the provider while its unconfirmed audio allows."""
         loop = asyncio.get_running_loop()
         buf = self.buffer
+        await self._t.started.wait()  # the stream id and the audio's law come with ``start``
         while not self._t.closed.is_set():
             self._wake.clear()
             if self._t.call is not None and buf.in_flight_ms < self.max_unplayed_ms:

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from duplex.agents.errors import ConfigurationError
+
 from .sip_endpoint import MAX_CALLS, Registration, SipEndpoint, pj
 from .sip_transport import SipCall, SIPTransport
 
@@ -74,10 +76,12 @@ class SipServer:
         jitter_ms: tuple[int, int] = (40, 200),
         transport_options: dict[str, Any] | None = None,
     ) -> None:
+        if not 1 <= max_calls < MAX_CALLS:
+            raise ConfigurationError(f"max_calls must be 1..{MAX_CALLS - 1}, got {max_calls}")
         self.factory = factory
         # One call table slot more than we serve, so the extra caller gets our 486.
         self.endpoint = SipEndpoint(
-            host=host, port=port, jitter_ms=jitter_ms, max_calls=min(max_calls + 1, MAX_CALLS)
+            host=host, port=port, jitter_ms=jitter_ms, max_calls=max_calls + 1
         )
         self.register = register
         self.max_calls = max_calls
