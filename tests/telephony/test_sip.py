@@ -19,16 +19,10 @@ from .conftest import normalize
 from .sip_harness import sip_harness
 
 pytest.importorskip("pjsua2", reason="direct SIP needs the `sip` extra (pjsua2)")
-pytestmark = [
-    pytest.mark.skipif(
-        not (baresip_available() and shutil.which("sipp") and espeak_available()),
-        reason="needs baresip, sipp and espeak-ng (scripts/sysdeps.sh)",
-    ),
-    # PJSIP (pjsua2) in this process crashed once in a fresh-clone CI run (a segfault in
-    # libHandleEvents after the agent hung up). Until that is fixed these run apart, with
-    # `make sip-test`, so a native crash cannot take the whole suite down.
-    pytest.mark.heavy,
-]
+pytestmark = pytest.mark.skipif(
+    not (baresip_available() and shutil.which("sipp") and espeak_available()),
+    reason="needs baresip, sipp and espeak-ng (scripts/sysdeps.sh)",
+)
 
 SIPP = Path(__file__).parent / "sipp"
 
@@ -296,3 +290,21 @@ async def test_registration_with_digest_auth(password: str, code: int) -> None:
         assert h.server.registered.is_set() == (code == 200)
     rc, out = await registrar
     assert rc == 0, out
+
+
+async def test_more_calls_than_pjsip_can_hold_is_a_configuration_error() -> None:
+    """PJSIP caps its call table at build time (4 in pjsua2-python) without a word."""
+    from duplex.agents.errors import ConfigurationError
+    from duplex.plugins.telephony.sip_server import SipServer
+
+    async def never(transport):  # type: ignore[no-untyped-def]
+        raise AssertionError("no call expected")
+
+    probe = SipServer(never, port=free_udp_port())
+    await probe.start()
+    capacity = probe.endpoint.call_capacity
+    await probe.aclose()
+    assert capacity >= 1
+    server = SipServer(never, port=free_udp_port(), max_calls=capacity + 1)
+    with pytest.raises(ConfigurationError, match=f"at most {capacity} calls"):
+        await server.start()

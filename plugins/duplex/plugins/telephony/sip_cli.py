@@ -38,7 +38,10 @@ def register(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--registrar", default=None, help="registrar URI (default: sip:PBX)")
     parser.add_argument(
-        "--max-calls", type=int, default=8, help="calls at once, up to 31 (default: 8)"
+        "--max-calls",
+        type=int,
+        default=4,
+        help="calls at once (default: 4, the most the pjsua2-python build holds)",
     )
     parser.set_defaults(run=run)
 

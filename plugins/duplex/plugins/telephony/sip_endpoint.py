@@ -17,8 +17,8 @@ process some time later rather than raising:
   released on the PJSIP thread only, and only the endpoint (or an object it
   owns) refers to them, so reference counting frees them there and never the
   cyclic GC on another thread. The asyncio side holds a call's *key*.
-* A call stays registered until PJSIP has delivered its DISCONNECTED state;
-  it is released by a job that runs after that callback returned.
+* A call stays registered until PJSIP delivers its DISCONNECTED state and is
+  released in that callback, before its call id can be reused (`forget`).
 * Media ports are pooled and outlive the library (`sip_media`).
 * ``libDestroy`` runs after every call is gone.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import itertools
 import logging
@@ -46,7 +47,7 @@ except ImportError as e:  # pragma: no cover - the `sip` extra
         "direct SIP needs pjsua2: pip install 'duplex-agents[sip]' (Python 3.12 or older)"
     ) from e
 
-__all__ = ["MAX_CALLS", "Registration", "SipEndpoint", "SipEndpointError", "pj"]
+__all__ = ["Registration", "SipEndpoint", "SipEndpointError", "pj"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,8 +56,8 @@ T = TypeVar("T")
 CODEC_PRIORITY = {"G722/16000/1": 250, "PCMU/8000/1": 240, "PCMA/8000/1": 230}
 #: The conference bridge's rate: G.722's, so wideband calls are not narrowed.
 BRIDGE_RATE = 16000
-#: PJSUA_MAX_CALLS of the pjsua2-python build: PJSIP's call table cannot be larger.
-MAX_CALLS = 32
+#: Asked of PJSIP; it silently caps this at its build's PJSUA_MAX_CALLS (4 in pjsua2-python).
+_CALLS_WANTED = 64
 
 
 class SipEndpointError(DuplexError):
@@ -107,17 +108,15 @@ class SipEndpoint:
         port: int = 5060,
         jitter_ms: tuple[int, int] = (40, 200),
         log_level: int = 1,
-        max_calls: int = 8,
     ) -> None:
         from .sip_media import PortPool  # it builds on this module's `pj`
 
-        if not 1 <= max_calls <= MAX_CALLS:
-            raise ConfigurationError(f"max_calls must be 1..{MAX_CALLS}, got {max_calls}")
         self.host = host
         self.port = port
         self.jitter_ms = jitter_ms
         self.log_level = log_level
-        self.max_calls = max_calls
+        #: Calls PJSIP can hold at once (its build's call table), known once started.
+        self.call_capacity = 0
         self.ep: Any = None
         #: Media ports, reused from call to call (PJSIP thread only).
         self.ports = PortPool()
@@ -184,9 +183,16 @@ class SipEndpoint:
         self._calls[key] = call
         return key
 
-    def release_later(self, key: int) -> None:
-        """From a PJSIP callback: drop the call once the callback has returned."""
-        self.post(lambda: self._calls.pop(key, None))
+    def forget(self, key: int) -> None:
+        """From the call's DISCONNECTED callback: drop the endpoint's reference.
+
+        This is pjsua2's documented moment to delete a call. The object is freed when
+        that callback returns (or, if a job of ours caused the disconnect, when that job
+        does): on this thread, and before PJSIP reads another INVITE. Later would be
+        wrong: the next call may take the same call id, and pjsua2's ``~Call`` clears the
+        callbacks of whatever call holds its id (that call then never hears its BYE).
+        """
+        self._calls.pop(key, None)
 
     @property
     def live_calls(self) -> int:
@@ -263,7 +269,7 @@ class SipEndpoint:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0  # we poll from this thread
         cfg.uaConfig.mainThreadOnly = False
-        cfg.uaConfig.maxCalls = self.max_calls
+        cfg.uaConfig.maxCalls = _CALLS_WANTED
         cfg.uaConfig.userAgent = "duplex-agents"
         cfg.logConfig.level = self.log_level
         cfg.logConfig.consoleLevel = self.log_level
@@ -277,6 +283,7 @@ class SipEndpoint:
         cfg.medConfig.jbMinPre, cfg.medConfig.jbMaxPre = self.jitter_ms[0], self.jitter_ms[1]
         cfg.medConfig.jbMax = self.jitter_ms[1] * 2
         ep.libInit(cfg)
+        self.call_capacity = _call_capacity()
         tc = pj.TransportConfig()
         tc.port = self.port
         tc.boundAddress = self.host
@@ -294,3 +301,13 @@ class SipEndpoint:
         """Enabled codecs, best first (on the PJSIP thread)."""
         found = [(c.priority, c.codecId) for c in self.ep.codecEnum2() if c.priority > 0]
         return [name for _, name in sorted(found, reverse=True)]
+
+
+def _call_capacity() -> int:
+    """PJSIP's call table size after ``libInit`` (pjsua2 has no call for it; pjsua has)."""
+    try:
+        lib = ctypes.CDLL(pj._pjsua2.__file__)  # the loaded extension: same handle
+        return int(lib.pjsua_call_get_max_count())
+    except (AttributeError, OSError) as e:
+        log.warning("could not read PJSIP's call table size (%s); assuming 4", e)
+        return 4

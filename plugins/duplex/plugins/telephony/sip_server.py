@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from duplex.agents.errors import ConfigurationError
 
-from .sip_endpoint import MAX_CALLS, Registration, SipEndpoint, pj
+from .sip_endpoint import Registration, SipEndpoint, pj
 from .sip_transport import SipCall, SIPTransport
 
 __all__ = ["SipServer", "SipSessionFactory"]
@@ -72,17 +72,14 @@ class SipServer:
         host: str = "127.0.0.1",
         port: int = 5060,
         register: Registration | None = None,
-        max_calls: int = 8,
+        max_calls: int = 4,
         jitter_ms: tuple[int, int] = (40, 200),
         transport_options: dict[str, Any] | None = None,
     ) -> None:
-        if not 1 <= max_calls < MAX_CALLS:
-            raise ConfigurationError(f"max_calls must be 1..{MAX_CALLS - 1}, got {max_calls}")
+        if max_calls < 1:
+            raise ConfigurationError(f"max_calls must be at least 1, got {max_calls}")
         self.factory = factory
-        # One call table slot more than we serve, so the extra caller gets our 486.
-        self.endpoint = SipEndpoint(
-            host=host, port=port, jitter_ms=jitter_ms, max_calls=max_calls + 1
-        )
+        self.endpoint = SipEndpoint(host=host, port=port, jitter_ms=jitter_ms)
         self.register = register
         self.max_calls = max_calls
         self.transport_options = dict(transport_options or {})
@@ -111,6 +108,13 @@ class SipServer:
 
     async def start(self) -> str:
         await self.endpoint.start()
+        capacity = self.endpoint.call_capacity
+        if self.max_calls > capacity:
+            await self.endpoint.aclose()
+            raise ConfigurationError(
+                f"this PJSIP build holds at most {capacity} calls at once "
+                f"(PJSUA_MAX_CALLS); max_calls={self.max_calls} is more"
+            )
         await self.endpoint.run(self._create_account)
         return self.uri
 
@@ -198,7 +202,11 @@ class SipServer:
                     op.statusCode = 200
                     call.answer(op)
 
-                await self.endpoint.with_call(transport.call_key, answer)
+                try:
+                    await self.endpoint.with_call(transport.call_key, answer)
+                except Exception as e:  # PJSIP refused: the INVITE is gone
+                    log.warning("could not answer %s: %s", transport.remote_uri, e)
+                    await transport.aclose("answer_failed")
             log.info("SIP call from %s answered", transport.remote_uri)
             await transport.closed.wait()
             try:

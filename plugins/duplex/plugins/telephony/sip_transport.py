@@ -51,7 +51,7 @@ class SipAudioOutput(BufferedAudioOutput):
 class SipCall(pj.Call):  # type: ignore[misc]
     """PJSIP's view of the call (PJSIP thread); every event hops to the transport's loop.
 
-    Owned by the endpoint until its DISCONNECTED state was delivered.
+    Owned by the endpoint until its DISCONNECTED state is delivered.
     """
 
     def __init__(self, account: Any, call_id: int, transport: SIPTransport) -> None:
@@ -71,7 +71,7 @@ class SipCall(pj.Call):  # type: ignore[misc]
                 self.port = None
             reason = f"{info.lastStatusCode} {info.lastReason}".strip()
             self.endpoint.to_loop(self.transport._on_disconnected, reason)
-            self.endpoint.release_later(self.key)
+            self.endpoint.forget(self.key)  # freed once this callback returns
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED:
             self.endpoint.to_loop(self.transport._on_confirmed)
 
