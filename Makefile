@@ -55,9 +55,9 @@ docs: $(STAMP)
 clean:
 	rm -rf $(VENV) .venv-py* site .pytest_cache .mypy_cache .ruff_cache
 
-# Direct SIP against baresip and sipp (PJSIP in-process; kept out of `make test`, see the tests).
+# Direct SIP against baresip and sipp (also part of `make test`; this runs just those).
 sip-test: sysdeps $(STAMP)
-	$(PY) -m pytest tests/telephony/test_sip.py -m heavy -q
+	$(PY) -m pytest tests/telephony/test_sip.py -q
 
 # Caller speech end -> first reply audio per phone path (Twilio, Telnyx, direct SIP).
 phone-latency: sysdeps $(STAMP)

@@ -75,6 +75,19 @@ async def test_a_sink_that_knows_better_reports_what_was_heard() -> None:
     assert buf.heard_ms == 60 and buf.drained.is_set()
 
 
+async def test_in_flight_is_what_a_reporting_sink_holds_and_clear_returns_it() -> None:
+    buf = OutputBuffer(RATE, capacity_ms=100, sink_reports=True)
+    await buf.write(tone(80, RATE))
+    buf.pull(ms(60))
+    buf.report_played(20)
+    assert (buf.in_flight_ms, buf.queued_ms, buf.buffered_ms) == (40, 20, 60)
+    assert buf.clear() == 60  # the sink's 40 ms and the 20 ms never pulled
+    assert (buf.in_flight_ms, buf.heard_ms, buf.pulled_ms) == (0, 20, 20)
+    await buf.write(tone(20, RATE))
+    buf.pull(ms(20))
+    assert buf.in_flight_ms == 20  # the axis went on from what was heard
+
+
 async def test_pull_from_a_device_thread_wakes_the_writer() -> None:
     buf = OutputBuffer(RATE, capacity_ms=20)
     await buf.write(tone(20, RATE))

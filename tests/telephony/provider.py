@@ -90,6 +90,9 @@ class PhoneStream:
         self._progress = asyncio.Condition()
         #: Marks echoed because their audio was played (not returned by a clear).
         self.marks_played: list[str] = []
+        #: False: a provider that loses every mark (plays the audio, never echoes).
+        self.echo_marks = True
+        self._cleared = asyncio.Condition()
 
     # --- connection -----------------------------------------------------------------------
     async def connect(self, url: str) -> PhoneStream:
@@ -251,11 +254,15 @@ class PhoneStream:
                 self._queue.clear()
                 for name in marks:  # returned at once: an echo after clear is not "played"
                     await self._echo(str(name))
+                async with self._cleared:
+                    self._cleared.notify_all()
             self._queued.set()
         self.close_code = self.ws.close_code
         self.closed.set()
 
     async def _echo(self, name: str) -> None:
+        if not self.echo_marks:
+            return
         self.marks_echoed.append(name)
         self.played_at_mark[name] = len(self.played)
         seq = "sequenceNumber" if self.provider == "twilio" else "sequence_number"
@@ -297,6 +304,15 @@ class PhoneStream:
         async def wait() -> None:
             async with self._progress:
                 await self._progress.wait_for(lambda: self.played_ms >= ms)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def wait_clears(self, n: int = 1, timeout: float = 10.0) -> None:
+        """Until ``n`` ``clear`` frames arrived (and their marks were returned)."""
+
+        async def wait() -> None:
+            async with self._cleared:
+                await self._cleared.wait_for(lambda: self.clears >= n)
 
         await asyncio.wait_for(wait(), timeout)
 

@@ -19,16 +19,10 @@ from .conftest import normalize
 from .sip_harness import sip_harness
 
 pytest.importorskip("pjsua2", reason="direct SIP needs the `sip` extra (pjsua2)")
-pytestmark = [
-    pytest.mark.skipif(
-        not (baresip_available() and shutil.which("sipp") and espeak_available()),
-        reason="needs baresip, sipp and espeak-ng (scripts/sysdeps.sh)",
-    ),
-    # PJSIP (pjsua2) in this process crashed once in a fresh-clone CI run (a segfault in
-    # libHandleEvents after the agent hung up). Until that is fixed these run apart, with
-    # `make sip-test`, so a native crash cannot take the whole suite down.
-    pytest.mark.heavy,
-]
+pytestmark = pytest.mark.skipif(
+    not (baresip_available() and shutil.which("sipp") and espeak_available()),
+    reason="needs baresip, sipp and espeak-ng (scripts/sysdeps.sh)",
+)
 
 SIPP = Path(__file__).parent / "sipp"
 
@@ -210,6 +204,37 @@ async def test_bye_from_baresip_ends_the_session() -> None:
             await phone.aclose()
 
 
+async def test_calls_one_after_another_reuse_one_media_port_and_free_their_calls() -> None:
+    """PJSIP objects are released on its thread once each call is over; ports are reused
+    (a freed port could still be called by the bridge's clock, see `sip_media`)."""
+    async with sip_harness(scripted) as h:
+        endpoint = h.server.endpoint
+        for n in range(3):
+            phone, transport, session = await call_from_baresip(h, silence(6, 8000))
+            try:
+                await _until(lambda t=transport: t.frames_received >= 10)  # the caller's audio
+                closed = session.next_event(SessionClosed)
+                await phone.command("hangup")
+                await asyncio.wait_for(closed, 10)
+                await asyncio.wait_for(h.server.wait_idle(), 5)
+            finally:
+                await phone.aclose()
+            # A job queued now runs after the one that released the call.
+            assert await endpoint.run(lambda: (endpoint.live_calls, endpoint.ports.size)) == (
+                0,
+                1,
+            ), f"after call {n + 1}"
+
+
+async def _until(done, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """For counters without an event: check every 20 ms (a frame) until ``done()``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
 async def test_the_agent_hangs_up_and_baresip_sees_the_bye() -> None:
     async with sip_harness(scripted) as h:
         phone, transport, session = await call_from_baresip(h, silence(8, 8000))
@@ -265,3 +290,21 @@ async def test_registration_with_digest_auth(password: str, code: int) -> None:
         assert h.server.registered.is_set() == (code == 200)
     rc, out = await registrar
     assert rc == 0, out
+
+
+async def test_more_calls_than_pjsip_can_hold_is_a_configuration_error() -> None:
+    """PJSIP caps its call table at build time (4 in pjsua2-python) without a word."""
+    from duplex.agents.errors import ConfigurationError
+    from duplex.plugins.telephony.sip_server import SipServer
+
+    async def never(transport):  # type: ignore[no-untyped-def]
+        raise AssertionError("no call expected")
+
+    probe = SipServer(never, port=free_udp_port())
+    await probe.start()
+    capacity = probe.endpoint.call_capacity
+    await probe.aclose()
+    assert capacity >= 1
+    server = SipServer(never, port=free_udp_port(), max_calls=capacity + 1)
+    with pytest.raises(ConfigurationError, match=f"at most {capacity} calls"):
+        await server.start()

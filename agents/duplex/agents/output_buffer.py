@@ -102,6 +102,11 @@ class OutputBuffer:
         return self._ms(self._buffered)
 
     @property
+    def in_flight_ms(self) -> float:
+        """Pulled and not yet heard: audio a reporting sink (a phone provider) still holds."""
+        return self._ms(self._pulled - self._heard)
+
+    @property
     def paused(self) -> bool:
         return self._paused
 

@@ -2,9 +2,10 @@
 
 The provider (Twilio, Telnyx; see `dialects`) sends the caller's voice as
 base64 G.711 at 8 kHz and plays what we send back from its own buffer. The
-transport never paces by wall clock: back-pressure comes from the marks the
-provider echoes once audio was played (`MarkTracker`), so ``buffered_ms`` is
-audio sent but not confirmed played and ``clear`` withdraws exactly that.
+agent's audio goes through the core `OutputBuffer` like on every transport; a
+pump sends it on and the provider's echoed marks report what was played
+(`OutputBuffer.report_played`), so ``buffered_ms`` is audio not yet confirmed
+played and ``clear`` withdraws exactly that. Nothing is paced by wall clock.
 
 The server (`PhoneServer`) owns the socket: it feeds each text frame to
 `handle_text` and gives the transport a ``send`` callable for frames out.
@@ -22,13 +23,14 @@ from typing import Any
 from duplex.agents import g711
 from duplex.agents.audio import AudioFrame
 from duplex.agents.errors import AudioFormatError, ToolError
+from duplex.agents.output_buffer import BufferedAudioOutput
 from duplex.agents.phone import (
     DtmfBuffer,
     DtmfCallback,
     dtmf_digit,
     run_dtmf_callback,
 )
-from duplex.agents.transport import AudioOutput, QueuedAudioInput, Transport
+from duplex.agents.transport import QueuedAudioInput, Transport
 
 from .control import CallControl
 from .dialects import (
@@ -53,17 +55,16 @@ SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[], Awaitable[object]]
 
 
-class MediaStreamOutput(AudioOutput):
+class MediaStreamOutput(BufferedAudioOutput):
     """The agent's voice as 20 ms G.711 ``media`` frames, each followed by a ``mark``.
 
-    ``write`` waits while more than ``max_unplayed_ms`` are sent but not echoed.
-    Should a provider stop echoing marks, audio counts as played ``mark_grace_s``
-    after its scheduled end, so a lost mark cannot stall the call.
+    The core buffer holds ``max_queued_ms`` not yet sent (``write`` waits beyond
+    that); the pump sends while less than ``max_unplayed_ms`` is at the provider
+    unconfirmed. Should a provider stop echoing marks, audio counts as played
+    ``mark_grace_s`` after its scheduled end, so a lost mark cannot stall the call.
+    `pause` stops sending; what the provider already holds still plays (there is
+    no pause in the protocols), and the heard position follows its marks.
     """
-
-    sample_rate = RATE
-    channels = 1
-    frame_ms = FRAME_MS
 
     def __init__(
         self,
@@ -71,65 +72,92 @@ class MediaStreamOutput(AudioOutput):
         *,
         max_unplayed_ms: float = 400.0,
         mark_grace_s: float = 2.0,
+        max_queued_ms: float = 40.0,
     ) -> None:
+        super().__init__(RATE, 1, capacity_ms=max_queued_ms, frame_ms=FRAME_MS, sink_reports=True)
         self._t = transport
         self.marks = MarkTracker()
         self.max_unplayed_ms = max_unplayed_ms
         self.mark_grace_s = mark_grace_s
-        self._generation = 0
-        self._play_until = 0.0  # loop time when everything sent should have played
         self.frames_sent = 0
+        self._chunk = round(RATE * FRAME_MS / 1000)
+        self._play_until = 0.0  # loop time when everything sent should have played
+        self._wake = asyncio.Event()
+        self._pump_task: asyncio.Task[None] | None = None
 
     async def write(self, frame: AudioFrame) -> None:
         if frame.sample_rate != RATE or frame.channels != 1:
             raise AudioFormatError(f"phone audio is {RATE} Hz mono, got {frame.sample_rate} Hz")
-        generation = self._generation
-        while self.marks.unplayed_ms >= self.max_unplayed_ms and not self._t.closed.is_set():
-            await self._wait_marks(lambda: self.marks.unplayed_ms < self.max_unplayed_ms)
-            if generation != self._generation:
-                return  # cleared while waiting: this frame belongs to the interrupted reply
-        if self._t.closed.is_set() or self._t.call is None:
+        if self._t.closed.is_set():
             return
-        payload = g711.encode(frame, self._t.call.law)
-        loop = asyncio.get_running_loop()
-        self._play_until = max(self._play_until, loop.time()) + frame.duration_ms / 1000.0
-        name = self.marks.sent(frame.duration_ms)
-        self._t.send(self._t.dialect.media(payload))
-        self._t.send(self._t.dialect.mark(name))
-        self.frames_sent += 1
+        if self._pump_task is None:
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+        await self.buffer.write(frame)
+        self._wake.set()
 
     def clear(self) -> float:
-        dropped = self.marks.clear()
-        self._generation += 1
+        at_provider = self.buffer.in_flight_ms
+        dropped = self.buffer.clear()
+        self.marks.clear()
         self._play_until = 0.0
-        if dropped > 0 and not self._t.closed.is_set():
+        if at_provider > 0 and not self._t.closed.is_set():
             self._t.send(self._t.dialect.clear())
+        self._wake.set()
         return dropped
 
-    @property
-    def buffered_ms(self) -> float:
-        return self.marks.unplayed_ms
+    def resume(self) -> None:
+        super().resume()
+        self._wake.set()
 
     @property
     def played_ms(self) -> float:
         """What the phone confirmed as played (the sink-reported position)."""
-        return self.marks.played_ms
+        return self.buffer.heard_ms
 
-    async def wait_drained(self) -> None:
-        while self.marks.pending_marks and not self._t.closed.is_set():
-            await self._wait_marks(lambda: self.marks.pending_marks == 0)
+    def on_mark(self, name: str) -> None:
+        """The provider echoed mark ``name``: report its position as heard."""
+        position = self.marks.echoed(name)
+        if position is not None:
+            self.buffer.report_played(position)
+            self._wake.set()
 
-    async def _wait_marks(self, done: Callable[[], bool]) -> None:
+    def close(self) -> None:
+        """The call ended: nothing more is sent; writers and drain waiters wake."""
+        self.buffer.close()
+        self.marks.clear()
+        task, self._pump_task = self._pump_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _pump(self) -> None:
+        """Moves audio from the buffer to the provider while its unconfirmed audio allows."""
         loop = asyncio.get_running_loop()
-        deadline = max(self._play_until, loop.time()) + self.mark_grace_s
-        while not done() and not self._t.closed.is_set():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                log.warning("marks not echoed in time on %s; counting audio as played", self._t)
-                self.marks.confirm_all()
-                return
+        buf = self.buffer
+        await self._t.started.wait()  # the stream id and the audio's law come with ``start``
+        while not self._t.closed.is_set():
+            self._wake.clear()
+            if self._t.call is not None and buf.in_flight_ms < self.max_unplayed_ms:
+                frame = buf.take(self._chunk)
+                if frame is not None:
+                    self._send(frame, self._t.call, loop.time())
+                    continue
+            timeout = None
+            if buf.in_flight_ms > 0:
+                timeout = self._play_until + self.mark_grace_s - loop.time()
+                if timeout <= 0:
+                    log.warning("marks not echoed in time on %s; counting audio as played", self._t)
+                    self.marks.clear()
+                    buf.report_played(buf.pulled_ms)
+                    continue
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._t.wait_activity(self.marks), remaining)
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _send(self, frame: AudioFrame, call: StreamStarted, now: float) -> None:
+        self._play_until = max(self._play_until, now) + frame.duration_ms / 1000.0
+        name = self.marks.sent(self.buffer.pulled_ms)
+        self._t.send(self._t.dialect.media(g711.encode(frame, call.law)))
+        self._t.send(self._t.dialect.mark(name))
+        self.frames_sent += 1
 
 
 class MediaStreamTransport(Transport):
@@ -202,7 +230,7 @@ class MediaStreamTransport(Transport):
             self.frames_received += 1
             self.input.put(g711.decode(event.payload, self.call.law, RATE))
         elif isinstance(event, MarkEchoed):
-            self.output.marks.echoed(event.name)
+            self.output.on_mark(event.name)
         elif isinstance(event, StreamStarted):
             if self.call is not None:
                 self._bad(MediaStreamProtocolError("a second start frame", code="duplicate_start"))
@@ -267,16 +295,6 @@ class MediaStreamTransport(Transport):
                 self._spawn_close("socket_closed")
                 return
 
-    async def wait_activity(self, tracker: MarkTracker) -> None:
-        """Until a mark echo, a clear, or the end of the call."""
-        waiter = asyncio.ensure_future(tracker.wait_changed())
-        closed = asyncio.ensure_future(self.closed.wait())
-        try:
-            await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            closed.cancel()
-
     # --- PhoneLine --------------------------------------------------------------------------
     async def wait_for_playout(self) -> None:
         await self.output.wait_drained()
@@ -319,6 +337,7 @@ class MediaStreamTransport(Transport):
         self._ending = True
         self.close_reason = self.close_reason or reason
         self.input.close()
+        self.output.close()
         writer = self._writer
         if writer is not None and writer is not asyncio.current_task():
             # Let frames already queued (a goodbye's last chunks) go out, briefly.

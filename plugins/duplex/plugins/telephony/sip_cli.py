@@ -37,7 +37,12 @@ def register(subparsers: Subparsers) -> None:
         help="register with a PBX or trunk (password from DUPLEX_SIP_PASSWORD)",
     )
     parser.add_argument("--registrar", default=None, help="registrar URI (default: sip:PBX)")
-    parser.add_argument("--max-calls", type=int, default=8, help="calls at once (default: 8)")
+    parser.add_argument(
+        "--max-calls",
+        type=int,
+        default=4,
+        help="calls at once (default: 4, the most the pjsua2-python build holds)",
+    )
     parser.set_defaults(run=run)
 
 

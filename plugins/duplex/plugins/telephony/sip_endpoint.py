@@ -9,13 +9,27 @@ loop with ``call_soon_threadsafe``. Audio frames cross over in
 `sip_transport` through thread-safe buffers.
 
 There is one PJSIP library per process, so one `SipEndpoint` per process.
+
+Object lifetimes follow pjsua2's rules, because breaking them crashes the
+process some time later rather than raising:
+
+* pjsua2 objects (calls, the account, media ports) are created, used and
+  released on the PJSIP thread only, and only the endpoint (or an object it
+  owns) refers to them, so reference counting frees them there and never the
+  cyclic GC on another thread. The asyncio side holds a call's *key*.
+* A call stays registered until PJSIP delivers its DISCONNECTED state and is
+  released in that callback, before its call id can be reused (`forget`).
+* Media ports are pooled and outlive the library (`sip_media`).
+* ``libDestroy`` runs after every call is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
+import itertools
 import logging
 import queue
 import threading
@@ -42,6 +56,8 @@ T = TypeVar("T")
 CODEC_PRIORITY = {"G722/16000/1": 250, "PCMU/8000/1": 240, "PCMA/8000/1": 230}
 #: The conference bridge's rate: G.722's, so wideband calls are not narrowed.
 BRIDGE_RATE = 16000
+#: Asked of PJSIP; it silently caps this at its build's PJSUA_MAX_CALLS (4 in pjsua2-python).
+_CALLS_WANTED = 64
 
 
 class SipEndpointError(DuplexError):
@@ -93,11 +109,19 @@ class SipEndpoint:
         jitter_ms: tuple[int, int] = (40, 200),
         log_level: int = 1,
     ) -> None:
+        from .sip_media import PortPool  # it builds on this module's `pj`
+
         self.host = host
         self.port = port
         self.jitter_ms = jitter_ms
         self.log_level = log_level
+        #: Calls PJSIP can hold at once (its build's call table), known once started.
+        self.call_capacity = 0
         self.ep: Any = None
+        #: Media ports, reused from call to call (PJSIP thread only).
+        self.ports = PortPool()
+        self._calls: dict[int, Any] = {}  # key -> pj.Call; PJSIP thread only
+        self._keys = itertools.count(1)
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._started: Future[None] = Future()
@@ -110,10 +134,6 @@ class SipEndpoint:
         self._thread = threading.Thread(target=self._main, name="duplex-sip", daemon=True)
         self._thread.start()
         await asyncio.wrap_future(self._started)
-        # pjsua2 objects released on this thread (a call's last reference, an account at
-        # shutdown) call into PJSIP from here: PJSIP insists on knowing the thread.
-        if not self.ep.libIsThreadRegistered():
-            self.ep.libRegisterThread("duplex-asyncio")
 
     async def aclose(self) -> None:
         if self._thread is None:
@@ -156,6 +176,40 @@ class SipEndpoint:
     def on_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
+    # --- calls (keys for the asyncio side, objects for the PJSIP thread) --------------------
+    def adopt(self, call: Any) -> int:
+        """Own ``call`` until its DISCONNECTED state was delivered; returns its key."""
+        key = next(self._keys)
+        self._calls[key] = call
+        return key
+
+    def forget(self, key: int) -> None:
+        """From the call's DISCONNECTED callback: drop the endpoint's reference.
+
+        This is pjsua2's documented moment to delete a call. The object is freed when
+        that callback returns (or, if a job of ours caused the disconnect, when that job
+        does): on this thread, and before PJSIP reads another INVITE. Later would be
+        wrong: the next call may take the same call id, and pjsua2's ``~Call`` clears the
+        callbacks of whatever call holds its id (that call then never hears its BYE).
+        """
+        self._calls.pop(key, None)
+
+    @property
+    def live_calls(self) -> int:
+        """Calls PJSIP still holds objects for."""
+        return len(self._calls)
+
+    async def with_call(self, key: int | None, fn: Callable[[Any], T]) -> T | None:
+        """``fn(call)`` on the PJSIP thread while the call is up; None once it is over."""
+
+        def job() -> T | None:
+            call = self._calls.get(key) if key is not None else None
+            if call is None or getattr(call, "disconnected", False):
+                return None
+            return fn(call)
+
+        return await self.run(job)
+
     # --- the thread ---------------------------------------------------------------------------
     def _main(self) -> None:
         try:
@@ -173,14 +227,26 @@ class SipEndpoint:
                 self.ep.libHandleEvents(5)
                 self._drain_jobs()
         finally:
-            self._drain_jobs()
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        """Hang up, let the DISCONNECTED states arrive, free the calls, then the library."""
+        self._drain_jobs()
+        with contextlib.suppress(Exception):
+            self.ep.hangupAllCalls()
+        for _ in range(50):
+            if not self._calls:
+                break
             with contextlib.suppress(Exception):
-                self.ep.hangupAllCalls()
-                for _ in range(20):
-                    self.ep.libHandleEvents(10)
-            gc.collect()  # pjsua2 objects still unreferenced die here, while PJSIP lives
-            self.ep.libDestroy()
-            self.ep = None
+                self.ep.libHandleEvents(10)
+            self._drain_jobs()
+        if self._calls:
+            log.warning("%d SIP call(s) never reported DISCONNECTED", len(self._calls))
+            self._calls.clear()  # ~Call hangs up what is still active
+        gc.collect()  # pjsua2 objects in unreachable cycles die here, while PJSIP lives
+        self.ep.libDestroy()
+        self.ports.outlive_library()
+        self.ep = None
 
     def _drain_jobs(self) -> None:
         while True:
@@ -203,6 +269,7 @@ class SipEndpoint:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0  # we poll from this thread
         cfg.uaConfig.mainThreadOnly = False
+        cfg.uaConfig.maxCalls = _CALLS_WANTED
         cfg.uaConfig.userAgent = "duplex-agents"
         cfg.logConfig.level = self.log_level
         cfg.logConfig.consoleLevel = self.log_level
@@ -216,6 +283,7 @@ class SipEndpoint:
         cfg.medConfig.jbMinPre, cfg.medConfig.jbMaxPre = self.jitter_ms[0], self.jitter_ms[1]
         cfg.medConfig.jbMax = self.jitter_ms[1] * 2
         ep.libInit(cfg)
+        self.call_capacity = _call_capacity()
         tc = pj.TransportConfig()
         tc.port = self.port
         tc.boundAddress = self.host
@@ -233,3 +301,13 @@ class SipEndpoint:
         """Enabled codecs, best first (on the PJSIP thread)."""
         found = [(c.priority, c.codecId) for c in self.ep.codecEnum2() if c.priority > 0]
         return [name for _, name in sorted(found, reverse=True)]
+
+
+def _call_capacity() -> int:
+    """PJSIP's call table size after ``libInit`` (pjsua2 has no call for it; pjsua has)."""
+    try:
+        lib = ctypes.CDLL(pj._pjsua2.__file__)  # the loaded extension: same handle
+        return int(lib.pjsua_call_get_max_count())
+    except (AttributeError, OSError) as e:
+        log.warning("could not read PJSIP's call table size (%s); assuming 4", e)
+        return 4

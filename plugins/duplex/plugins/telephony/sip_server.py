@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from duplex.agents.errors import ConfigurationError
+
 from .sip_endpoint import Registration, SipEndpoint, pj
 from .sip_transport import SipCall, SIPTransport
 
@@ -37,6 +39,8 @@ class _Live:
 
 
 class _Account(pj.Account):  # type: ignore[misc]
+    """The agent's SIP account (PJSIP thread); owned by the server, dropped on that thread."""
+
     def __init__(self, server: SipServer) -> None:
         super().__init__()
         self.server = server
@@ -44,11 +48,11 @@ class _Account(pj.Account):  # type: ignore[misc]
     def onIncomingCall(self, prm: Any) -> None:
         endpoint = self.server.endpoint
         transport = SIPTransport(endpoint, **self.server.transport_options)
-        call = SipCall(self, prm.callId, transport)
+        call = SipCall(self, prm.callId, transport)  # the endpoint owns it from here
         info = call.getInfo()
         transport.remote_uri = str(info.remoteUri)
         transport.call_id = str(info.callIdString)
-        transport.call = call
+        transport.call_key = call.key
         ringing = pj.CallOpParam(True)
         ringing.statusCode = 180
         call.answer(ringing)
@@ -68,10 +72,12 @@ class SipServer:
         host: str = "127.0.0.1",
         port: int = 5060,
         register: Registration | None = None,
-        max_calls: int = 8,
+        max_calls: int = 4,
         jitter_ms: tuple[int, int] = (40, 200),
         transport_options: dict[str, Any] | None = None,
     ) -> None:
+        if max_calls < 1:
+            raise ConfigurationError(f"max_calls must be at least 1, got {max_calls}")
         self.factory = factory
         self.endpoint = SipEndpoint(host=host, port=port, jitter_ms=jitter_ms)
         self.register = register
@@ -102,6 +108,13 @@ class SipServer:
 
     async def start(self) -> str:
         await self.endpoint.start()
+        capacity = self.endpoint.call_capacity
+        if self.max_calls > capacity:
+            await self.endpoint.aclose()
+            raise ConfigurationError(
+                f"this PJSIP build holds at most {capacity} calls at once "
+                f"(PJSUA_MAX_CALLS); max_calls={self.max_calls} is more"
+            )
         await self.endpoint.run(self._create_account)
         return self.uri
 
@@ -124,20 +137,25 @@ class SipServer:
         account.create(cfg, True)
         self._account = account
 
+    def _drop_account(self) -> None:
+        """On the PJSIP thread: un-REGISTER and free the account there."""
+        account, self._account = self._account, None
+        if account is not None:
+            try:
+                account.shutdown()
+            except Exception as e:
+                log.debug("account shutdown: %s", e)
+
     async def aclose(self) -> None:
         """Hang up every call (BYE), unregister, stop PJSIP."""
         lives = list(self.calls.values())
         await asyncio.gather(*(live.transport.aclose("server_closed") for live in lives))
         for live in lives:
             await asyncio.gather(*live.tasks, return_exceptions=True)
-        account = self._account
-        self._account = None
-        if account is not None:
-            try:
-                await self.endpoint.run(account.shutdown)  # un-REGISTER, if registered
-            except Exception as e:
-                log.debug("account shutdown: %s", e)
-            del account
+        try:
+            await self.endpoint.run(self._drop_account)
+        except Exception as e:  # PJSIP already stopped
+            log.debug("account shutdown: %s", e)
         await self.endpoint.aclose()
 
     async def wait_idle(self) -> None:
@@ -157,15 +175,15 @@ class SipServer:
         live.tasks.add(asyncio.get_running_loop().create_task(self._run(live)))
 
     async def _refuse(self, transport: SIPTransport, code: int) -> None:
-        call = transport.call
+        def refuse(call: Any) -> None:
+            op = pj.CallOpParam(True)
+            op.statusCode = code
+            call.hangup(op)
 
-        def refuse() -> None:
-            if call is not None:
-                op = pj.CallOpParam(True)
-                op.statusCode = code
-                call.hangup(op)
-
-        await self.endpoint.run(refuse)
+        try:
+            await self.endpoint.with_call(transport.call_key, refuse)
+        except Exception as e:  # the caller gave up meanwhile
+            log.debug("refusing %s: %s", transport.remote_uri, e)
         await transport._finish()
 
     async def _run(self, live: _Live) -> None:
@@ -177,15 +195,18 @@ class SipServer:
                 log.exception("the agent failed to start for %s", transport.remote_uri)
                 await self._refuse(transport, 500)
                 return
-            call = transport.call
-            if call is not None and not transport.closed.is_set():
+            if not transport.closed.is_set():
 
-                def answer() -> None:
+                def answer(call: Any) -> None:
                     op = pj.CallOpParam(True)
                     op.statusCode = 200
                     call.answer(op)
 
-                await self.endpoint.run(answer)
+                try:
+                    await self.endpoint.with_call(transport.call_key, answer)
+                except Exception as e:  # PJSIP refused: the INVITE is gone
+                    log.warning("could not answer %s: %s", transport.remote_uri, e)
+                    await transport.aclose("answer_failed")
             log.info("SIP call from %s answered", transport.remote_uri)
             await transport.closed.wait()
             try:
