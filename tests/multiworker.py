@@ -55,6 +55,9 @@ class Agent:
         """pid -> calls in progress, as the workers report them."""
         return {w["pid"]: w["calls"] for w in (await self.health())["workers"]}
 
+    async def has_calls(self, count: int) -> bool:
+        return sum((await self.calls_per_worker()).values()) == count
+
 
 def held_replies(server: RealtimeTestServer) -> asyncio.Event:
     """Every reply holds after HOLD_MS until the returned event is set."""
