@@ -79,16 +79,21 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_worker_arguments(parser: argparse.ArgumentParser, *, calls: str = "calls") -> None:
-    """``--workers`` and ``--drain-timeout``, for servers that can use every core."""
+def add_worker_arguments(
+    parser: argparse.ArgumentParser, *, calls: str = "calls", default_note: str = ""
+) -> None:
+    """``--workers`` and ``--drain-timeout``, for servers that can use every core.
+
+    ``--workers`` parses to None when not given: the command resolves it (`default_workers`).
+    """
     parser.add_argument(
         "--workers",
         type=_positive,
-        default=default_workers(),
+        default=None,
         metavar="N",
         help=f"processes serving {calls} behind the one port (default: one per core, "
-        f"here {default_workers()}; 1: a single process, no supervisor). SIGTERM drains: "
-        "no new calls, those in progress finish",
+        f"here {default_workers()}{default_note}; 1: a single process, no supervisor). "
+        "SIGTERM drains: no new calls, those in progress finish",
     )
     parser.add_argument(
         "--drain-timeout",

@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
 from duplex.agents.backend import Backend
-from duplex.agents.cli import Subparsers, add_app_arguments, add_worker_arguments
+from duplex.agents.cli import (
+    Subparsers,
+    add_app_arguments,
+    add_worker_arguments,
+    default_workers,
+)
 from duplex.agents.errors import ConfigurationError
 from duplex.agents.serving import serve_until_stopped
 from duplex.agents.transport import Transport
@@ -273,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
         if not s.secured:
             print("  webhook signatures are NOT checked (no secret configured)", flush=True)
 
-    if args.workers > 1:
+    if (args.workers or default_workers()) > 1:
+        args.workers = args.workers or default_workers()
         return _run_workers(args, server, ready)
     asyncio.run(serve(server, backend, on_ready=ready))
     return 0

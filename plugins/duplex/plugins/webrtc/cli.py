@@ -8,7 +8,7 @@ import functools
 from urllib.parse import quote
 
 from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
-from duplex.agents.cli import Subparsers, add_app_arguments, add_worker_arguments
+from duplex.agents.cli import Subparsers, add_app_arguments, add_worker_arguments, default_workers
 from duplex.agents.telemetry_env import telemetry_wanted
 
 from .guard import TOKEN_ENV, token_from_env
@@ -69,7 +69,7 @@ def register(subparsers: Subparsers) -> None:
         "with several workers, worker i uses PORT+i); traces go to OTLP when "
         "OTEL_EXPORTER_OTLP_ENDPOINT is set",
     )
-    add_worker_arguments(parser)
+    add_worker_arguments(parser, default_note="; one with --metrics-port, one scrape target")
     parser.set_defaults(run=run)
 
 
@@ -81,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     name = args.backend or default_backend_name()
 
     token = args.token or token_from_env()
+    if args.workers is None:
+        args.workers = 1 if args.metrics_port is not None else default_workers()
     if args.workers > 1:
         return _run_workers(args, spec, name, token)
 

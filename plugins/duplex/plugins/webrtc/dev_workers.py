@@ -68,10 +68,12 @@ def serve_worker(options: DevOptions, worker: Worker) -> None:
     if options.metrics_port is not None or options.telemetry:
         from duplex.agents.telemetry import SessionTelemetry, setup_telemetry
 
-        setup_telemetry(
+        setup = setup_telemetry(
             metrics_port=worker_metrics_port(options.metrics_port, worker.index),
             metrics_host=options.host,
         )
+        if setup.metrics_url:
+            print(f"  metrics (worker {worker.index}): {setup.metrics_url}", flush=True)
         hooks.append(SessionTelemetry(backend_name=name).prepare)
     asyncio.run(
         serve(
