@@ -65,7 +65,7 @@ async def test_calls_spread_over_two_workers_and_sigterm_lets_replies_finish() -
 
             await until(lambda: all(heard_ms(s) >= HOLD_MS / 2 for s in streams), 30)
             phone.proc.send_signal(signal.SIGTERM)
-            await until(lambda: any("draining" in line for line in phone.stderr), 10)
+            await until(lambda: sum("draining" in line for line in phone.stderr) == 2, 10)
             # A new call is refused while draining: 503, or no listener at all.
             with (
                 contextlib.suppress(aiohttp.ClientConnectionError),

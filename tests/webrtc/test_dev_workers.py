@@ -89,7 +89,7 @@ async def test_calls_spread_over_two_workers_and_sigterm_lets_replies_finish(
             # Every reply is playing (and holds at HOLD_MS) when SIGTERM arrives.
             await until(lambda: all(c.heard_ms >= HOLD_MS / 2 for c in callers), 30)
             dev.proc.send_signal(signal.SIGTERM)
-            await until(lambda: any("draining" in line for line in dev.stderr), 10)
+            await until(lambda: sum("draining" in line for line in dev.stderr) == 2, 10)
             with contextlib.suppress(aiohttp.ClientConnectionError):
                 late = Caller()
                 connector = aiohttp.TCPConnector(force_close=True)

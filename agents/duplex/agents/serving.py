@@ -85,9 +85,11 @@ async def serve_until_stopped(
             on_ready()
         await _first(stop.wait(), draining.wait())
         if drain is not None and draining.is_set() and not stop.is_set():
+            drained = asyncio.ensure_future(drain())
+            await asyncio.sleep(0)  # it has begun: new calls are refused from here on
             log.info("draining: no new calls; finishing those in progress")
             try:
-                await asyncio.wait_for(_first(drain(), stop.wait()), drain_timeout)
+                await asyncio.wait_for(_first(drained, stop.wait()), drain_timeout)
             except asyncio.TimeoutError:
                 log.warning("drain timeout (%.0f s): hanging up the calls left", drain_timeout)
     finally:
