@@ -40,6 +40,7 @@ wheel-check: sysdeps $(STAMP)
 bench: sysdeps $(STAMP)
 	$(PY) -m bench.run
 	$(PY) -m bench.run --offline
+	$(PY) -m bench.executors
 
 # 50 calls for 5 minutes with RSS and task counts (DUPLEX_SOAK_S / DUPLEX_SOAK_CALLS to change).
 soak: $(STAMP)

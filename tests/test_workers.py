@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -12,9 +13,10 @@ from typing import TypeVar
 import aiohttp
 import pytest
 
-from duplex.agents.workers import Supervisor
+from duplex.agents.app import PortInUseError
+from duplex.agents.workers import Supervisor, reserve_port
 
-from .workers_app import serve
+from .workers_app import broken, serve
 
 pytestmark = pytest.mark.timeout(90)
 T = TypeVar("T")
@@ -91,3 +93,22 @@ async def test_a_worker_that_dies_is_started_again(supervisor: Supervisor) -> No
     assert victim not in pids and len(pids) == 2
     supervisor.stop()
     assert await watch == 0
+
+
+def test_a_port_another_server_holds_is_refused_not_shared() -> None:
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even one that would share
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is already in use"):
+            reserve_port("127.0.0.1", port)
+
+
+def test_a_worker_that_cannot_start_stops_the_server_instead_of_restarting() -> None:
+    sup = Supervisor(broken, count=2, drain_timeout=5.0)
+    sup.start()
+    first = set(sup.pids)
+    assert sup.supervise(0.1) == 1  # returns: no restart loop
+    assert set(sup.pids) == first  # nobody was started again
+    assert not any(_alive(pid) for pid in first)

@@ -43,3 +43,8 @@ async def _main(worker: Worker) -> None:
 
 def serve(worker: Worker) -> None:
     asyncio.run(_main(worker))
+
+
+def broken(worker: Worker) -> None:
+    """A worker whose app cannot start (a missing credential, an import error)."""
+    raise SystemExit(3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,7 +30,15 @@ from .errors import DuplexError
 from .logs import LOG_FORMATS, configure_logging, split_log_options
 from .version import __version__
 
-__all__ = ["Handler", "Subparsers", "add_app_arguments", "build_parser", "main"]
+__all__ = [
+    "Handler",
+    "Subparsers",
+    "add_app_arguments",
+    "add_worker_arguments",
+    "build_parser",
+    "default_workers",
+    "main",
+]
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler: TypeAlias = Callable[[argparse.Namespace], "int | None"]
@@ -52,6 +61,46 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, optional: bool = False
         default=None,
         help="backend name (duplex.backends entry points); default: openai if OPENAI_API_KEY "
         "is set, vllm if DUPLEX_VLLM_URL is set, otherwise offline",
+    )
+
+
+def default_workers() -> int:
+    """One worker per core (what ``--workers`` defaults to)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
+def add_worker_arguments(
+    parser: argparse.ArgumentParser, *, calls: str = "calls", default_note: str = ""
+) -> None:
+    """``--workers`` and ``--drain-timeout``, for servers that can use every core.
+
+    ``--workers`` parses to None when not given: the command resolves it (`default_workers`).
+    """
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"processes serving {calls} behind the one port (default: one per core, "
+        f"here {default_workers()}{default_note}; 1: a single process, no supervisor). "
+        "SIGTERM drains: no new calls, those in progress finish",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with several workers: seconds SIGTERM waits for calls in progress (default 30)",
     )
 
 

@@ -58,11 +58,17 @@ class Playout:
             self._task = asyncio.create_task(self._run(), name="duplex-playout")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Cancelled until it ends: on Python 3.11 an `asyncio.wait_for` inside an output's
+        # `wait_drained` swallows the cancel when its inner wait finishes at that moment
+        # (the call closing does both), and the task would wait for audio forever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
 
     # feeding ----------------------------------------------------------------------------
     def push(self, item_id: str, frame: AudioFrame) -> None:

@@ -100,11 +100,22 @@ def register_run(subparsers: Subparsers) -> None:
         default="",
         help="register for explicit dispatch under this name (default: automatic dispatch)",
     )
-    p.add_argument("--dev", action="store_true", help="development mode: jobs run in threads")
     p.add_argument(
-        "--executor", choices=["process", "thread"], default=None, help="how jobs are run"
+        "--dev",
+        action="store_true",
+        help="development mode (livekit-agents' devmode: no prewarmed executors, no load limit)",
     )
-    p.add_argument("--idle-processes", type=int, default=None, help="prewarmed job processes")
+    p.add_argument(
+        "--executor",
+        choices=["thread", "process"],
+        default=None,
+        help="how calls run: thread (default; each call a thread of this worker, ~2 MB; one "
+        "worker uses one core, so run one per core) or process (each call its own prewarmed "
+        "process, ~95 MB, isolated from the others); see docs/deploy.md",
+    )
+    p.add_argument(
+        "--idle-processes", type=int, default=None, help="prewarmed executors (thread or process)"
+    )
     p.add_argument("--max-jobs", type=int, default=None, help="concurrent calls at most")
     p.add_argument(
         "--load-threshold",

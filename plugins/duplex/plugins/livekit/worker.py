@@ -127,14 +127,16 @@ def build_server(
     port: int | None = None,
     prometheus_port: int | None = None,
 ) -> AgentServer:
-    """An `AgentServer` whose jobs run ``config.app``; ``devmode`` keeps jobs in threads.
+    """An `AgentServer` whose jobs run ``config.app``, each in a thread unless ``executor``
+    is ``"process"`` (docs/deploy.md has the figures: a duplex call costs ~2 MB in a
+    thread and ~95 MB as its own process, plus ~2 CPU-seconds to prewarm that process).
 
     Its health-check HTTP server binds ``host``: loopback unless told otherwise (a
     container whose orchestrator probes it from outside passes ``0.0.0.0``).
     """
     from livekit import agents
 
-    kind = executor or ("thread" if devmode else "process")
+    kind = executor or "thread"
     api_key, api_secret = credentials.api_key, credentials.api_secret
     if not api_key or not api_secret:
         from duplex.agents.errors import ConfigurationError

@@ -4,21 +4,31 @@ Credentials come from the environment so they never sit in shell history:
 ``TWILIO_ACCOUNT_SID`` + ``TWILIO_AUTH_TOKEN`` (the token also checks webhook
 signatures), or ``TELNYX_API_KEY`` (+ ``TELNYX_PUBLIC_KEY`` for signatures).
 ``DUPLEX_STREAM_KEY`` sets the key of the per-call stream tokens (random per
-process otherwise), for several processes behind one address.
+process otherwise), for several processes behind one address. ``--workers N`` runs N
+processes on one port (the kernel spreads connections over them); they share one
+random key, since a call's webhook and its stream may reach different workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
 from duplex.agents.backend import Backend
-from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.cli import (
+    Subparsers,
+    add_app_arguments,
+    add_worker_arguments,
+    default_workers,
+)
 from duplex.agents.errors import ConfigurationError
 from duplex.agents.loop import run as run_loop
 from duplex.agents.serving import serve_until_stopped
@@ -27,7 +37,10 @@ from duplex.agents.transport import Transport
 from .control import CallControl, TelnyxCallControl, TwilioCallControl
 from .server import ClosableSession, PhoneServer
 
-__all__ = ["build_server", "register", "serve"]
+if TYPE_CHECKING:
+    from duplex.agents.workers import Supervisor, Worker
+
+__all__ = ["PhoneOptions", "build_server", "register", "serve", "serve_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +65,10 @@ def register(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--api-base-url", default=None, help="the provider's REST API (default: its public one)"
     )
-    parser.add_argument("--max-calls", type=int, default=32, help="calls at once (default: 32)")
+    parser.add_argument(
+        "--max-calls", type=int, default=32, help="calls at once per worker (default: 32)"
+    )
+    add_worker_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -133,8 +149,13 @@ async def serve(
     *,
     on_ready: Callable[[PhoneServer], None] | None = None,
     stop: asyncio.Event | None = None,
+    drain_timeout: float | None = None,
 ) -> None:
-    """Serve until ``stop`` (or SIGINT/SIGTERM), then end every stream cleanly."""
+    """Serve until ``stop`` (or SIGINT/SIGTERM), then end every stream cleanly.
+
+    With ``drain_timeout`` (a worker among several), SIGTERM first drains: no new
+    calls, those in progress finish (for up to that many seconds).
+    """
     await backend.prewarm()
 
     async def close() -> None:
@@ -146,6 +167,92 @@ async def serve(
         close,
         on_ready=None if on_ready is None else lambda: on_ready(server),
         stop=stop,
+        drain=None if drain_timeout is None else server.drain,
+        drain_timeout=drain_timeout or 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class PhoneOptions:
+    """What a worker needs to rebuild the phone server in its own process (picklable)."""
+
+    app: str
+    backend: str | None
+    provider: str
+    host: str
+    public_url: str | None
+    api_base_url: str | None
+    max_calls: int
+    #: Shared by every worker: a webhook and its stream may reach different ones.
+    stream_key: str
+    log_level: str | None = None
+    log_format: str | None = None
+    drain_timeout: float = 30.0
+
+
+def serve_worker(options: PhoneOptions, worker: Worker) -> None:
+    """The body of one worker process (the supervisor starts it with ``spawn``)."""
+    from duplex.agents.logs import configure_logging
+
+    configure_logging(options.log_level, options.log_format)
+    spec = load_app(options.app)
+    backend = choose_backend(options.backend)
+    pid = os.getpid()
+    server = build_server(
+        spec,
+        backend,
+        provider=options.provider,
+        env={**os.environ, "DUPLEX_STREAM_KEY": options.stream_key},
+        api_base_url=options.api_base_url,
+        host=options.host,
+        port=worker.port,
+        public_url=options.public_url,
+        max_calls=options.max_calls,
+        reuse_port=True,
+        on_load=worker.report_load,
+        status=lambda: {"worker": worker.index, "pid": pid, "workers": worker.table()},
+    )
+    run_loop(
+        serve(
+            server,
+            backend,
+            on_ready=lambda _s: worker.report_serving(),
+            drain_timeout=options.drain_timeout,
+        )
+    )
+
+
+def _run_workers(args: argparse.Namespace, server: PhoneServer, ready: Any) -> int:
+    """``--workers N``: a supervisor here, the phone server in N processes on one port."""
+    from duplex.agents.workers import run_workers
+
+    options = PhoneOptions(
+        app=args.app,
+        backend=args.backend,
+        provider=args.provider,
+        host=args.host,
+        public_url=args.public_url,
+        api_base_url=args.api_base_url,
+        max_calls=args.max_calls,
+        stream_key=os.environ.get("DUPLEX_STREAM_KEY") or secrets.token_hex(32),
+        log_level=args.log_level,
+        log_format=args.log_format,
+        drain_timeout=args.drain_timeout,
+    )
+
+    def on_ready(sup: Supervisor) -> None:
+        server.port = sup.port
+        ready(server)
+        pids = ", ".join(map(str, sup.pids))
+        print(f"  {sup.count} workers (pids {pids})", flush=True)
+
+    return run_workers(
+        functools.partial(serve_worker, options),
+        count=args.workers,
+        host=args.host,
+        port=args.port,
+        drain_timeout=args.drain_timeout,
+        on_ready=on_ready,
     )
 
 
@@ -153,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_app(args.app)
     backend = choose_backend(args.backend)
     name = args.backend or default_backend_name()
+    # Built here in either case: its checks (credentials, provider) fail fast, once.
     server = build_server(
         spec,
         backend,
@@ -171,5 +279,8 @@ def run(args: argparse.Namespace) -> int:
         if not s.secured:
             print("  webhook signatures are NOT checked (no secret configured)", flush=True)
 
+    if (args.workers or default_workers()) > 1:
+        args.workers = args.workers or default_workers()
+        return _run_workers(args, server, ready)
     run_loop(serve(server, backend, on_ready=ready))
     return 0

@@ -6,6 +6,10 @@ event is answered through the API with a bidirectional RTP stream. Both point
 the provider at ``GET /media`` (WebSocket), where each connection is one call.
 With a secret configured, webhooks must carry the provider's signature (else
 403) and a stream must bring back the token its webhook answer gave it.
+
+As one of several workers on a port (``agent phone --workers N``) the webhook and its
+stream may reach different workers: they share the stream-token key. Draining, a
+worker answers new calls' webhooks 503 but still takes the streams of calls answered.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from duplex.agents.serving import bind_app
+from duplex.agents.serving import bind_app, draining_response, stop_listening
 
 from .control import CallControl, TelnyxCallControl, stream_twiml
 from .dialects import DIALECTS, MediaStreamProtocolError, dialect_for
@@ -68,7 +72,12 @@ class PhoneServer:
         max_frame_bytes: int = 64 * 1024,
         start_timeout_s: float = 10.0,
         transport_options: dict[str, Any] | None = None,
+        reuse_port: bool = False,
+        on_load: Callable[[int], None] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        """As a worker: ``reuse_port`` shares the port with siblings, ``on_load(calls)`` is
+        told each change of the calls in progress, ``status()`` adds to ``/health``."""
         if provider not in DIALECTS:
             raise ValueError(f"unknown provider {provider!r} (one of {', '.join(DIALECTS)})")
         self.factory = factory
@@ -98,6 +107,11 @@ class PhoneServer:
         )
         self._idle = asyncio.Event()
         self._idle.set()
+        self.reuse_port = reuse_port
+        self.on_load = on_load
+        self.status = status
+        #: Set by `drain`: new calls' webhooks are answered 503.
+        self.draining = False
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -110,8 +124,20 @@ class PhoneServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> str:
-        self._runner, self.port = await bind_app(self.app, self.host, self.port)
+        self._runner, self.port = await bind_app(
+            self.app, self.host, self.port, reuse_port=self.reuse_port
+        )
         return self.url
+
+    async def drain(self) -> None:
+        """Take no new calls (stop listening; webhooks 503) and wait for those in progress."""
+        self.draining = True
+        await stop_listening(self._runner)
+        await self._idle.wait()
+
+    def _load_changed(self) -> None:
+        if self.on_load is not None:
+            self.on_load(len(self.calls))
 
     async def aclose(self) -> None:
         """Hang up every stream (the provider then ends or continues the call), stop serving."""
@@ -145,6 +171,8 @@ class PhoneServer:
         return "ws://" + base.removeprefix("http://") + "/media"
 
     async def _voice(self, request: web.Request) -> web.Response:
+        if self.draining and self.provider == "twilio":
+            return draining_response()
         if self.provider == "twilio":
             return await self._twilio_voice(request)
         return await self._telnyx_event(request)
@@ -187,6 +215,8 @@ class PhoneServer:
             return web.Response(status=400, text="not a Telnyx webhook event")
         if kind != "call.initiated" or payload.get("direction", "incoming") != "incoming":
             return web.json_response({"ok": True})  # other events need nothing from us
+        if self.draining:
+            return draining_response()
         call_id = payload.get("call_control_id")
         if not isinstance(call_id, str) or not isinstance(self.control, TelnyxCallControl):
             return web.Response(status=400 if self.control else 503, text="cannot answer")
@@ -198,7 +228,11 @@ class PhoneServer:
         return web.json_response({"ok": True})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "calls": len(self.calls)})
+        body: dict[str, Any] = {"status": "draining" if self.draining else "ok"}
+        body["calls"] = len(self.calls)
+        if self.status is not None:
+            body.update(self.status())
+        return web.json_response(body)
 
     # --- media streams ------------------------------------------------------------------------
     async def _media(self, request: web.Request) -> web.WebSocketResponse:
@@ -220,6 +254,7 @@ class PhoneServer:
         key = f"ws-{id(ws):x}"
         self.calls[key] = call
         self._idle.clear()
+        self._load_changed()
         loop = asyncio.get_running_loop()
         call.tasks.add(loop.create_task(self._answer(call)))
         try:
@@ -250,6 +285,7 @@ class PhoneServer:
             self.calls.pop(key, None)
             if not self.calls:
                 self._idle.set()
+            self._load_changed()
         return ws
 
     async def _answer(self, call: PhoneCall) -> None:

@@ -24,7 +24,9 @@ def register(subparsers: Subparsers) -> None:
         "sip",
         help="answer SIP calls directly (no SIP bridge needed)",
         description="Listen for SIP INVITEs on UDP and run one session of APP per call. "
-        "Needs the `sip` extra (pjsua2).",
+        "Needs the `sip` extra (pjsua2). Always one process (no --workers): a SIP dialog's "
+        "requests and its RTP must all reach the process that answered it, which "
+        "SO_REUSEPORT on UDP cannot promise; run several on different ports instead.",
     )
     add_app_arguments(parser)
     parser.add_argument(

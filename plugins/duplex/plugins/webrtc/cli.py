@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from urllib.parse import quote
 
-from duplex.agents.app import choose_backend, default_backend_name, load_app
-from duplex.agents.cli import Subparsers, add_app_arguments
+from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
+from duplex.agents.cli import Subparsers, add_app_arguments, add_worker_arguments, default_workers
 from duplex.agents.loop import run as run_loop
 from duplex.agents.telemetry_env import telemetry_wanted
 
 from .guard import TOKEN_ENV, token_from_env
 from .playground import serve
-from .server import PlaygroundServer
+from .server import ClosableSession, PlaygroundServer
 
 __all__ = ["register"]
 
@@ -64,9 +65,11 @@ def register(subparsers: Subparsers) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve Prometheus metrics on this port (0: any free; needs the otel extra); "
-        "traces go to OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set",
+        help="serve Prometheus metrics on this port (0: any free; needs the otel extra; "
+        "with several workers, worker i uses PORT+i); traces go to OTLP when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set",
     )
+    add_worker_arguments(parser, default_note="; one with --metrics-port, one scrape target")
     parser.set_defaults(run=run)
 
 
@@ -78,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     name = args.backend or default_backend_name()
 
     token = args.token or token_from_env()
+    if args.workers is None:
+        args.workers = 1 if args.metrics_port is not None else default_workers()
+    if args.workers > 1:
+        return _run_workers(args, spec, name, token)
 
     hooks = []
     metrics_url = None
@@ -115,6 +122,60 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _run_workers(args: argparse.Namespace, spec: AppSpec, name: str, token: str | None) -> int:
+    """``--workers N``: a supervisor here, the playground in N processes on one port."""
+    from duplex.agents.workers import Supervisor, run_workers
+
+    from .dev_workers import DevOptions, serve_worker
+
+    options = DevOptions(
+        app=args.app,
+        backend=args.backend,
+        host=args.host,
+        token=token,
+        allowed_hosts=tuple(args.allow_host),
+        allowed_origins=tuple(args.allow_origin),
+        record=args.record,
+        metrics_port=args.metrics_port,
+        telemetry=telemetry_wanted(),
+        log_level=args.log_level,
+        log_format=args.log_format,
+        drain_timeout=args.drain_timeout,
+    )
+    # The checks a worker would fail on (a token for other machines), here and once.
+    PlaygroundServer(
+        _no_factory,
+        host=args.host,
+        token=token,
+        allowed_hosts=options.allowed_hosts,
+        allowed_origins=options.allowed_origins,
+    )
+
+    def ready(sup: Supervisor) -> None:
+        url = f"http://{args.host}:{sup.port}/" + (
+            f"?token={quote(token, safe='')}" if token else ""
+        )
+        print(f"duplex playground: {url}", flush=True)
+        print(
+            f"  app {spec.name} on backend {name}; {sup.count} workers "
+            f"(pids {', '.join(map(str, sup.pids))}); Ctrl+C to stop",
+            flush=True,
+        )
+
+    return run_workers(
+        functools.partial(serve_worker, options),
+        count=args.workers,
+        host=args.host,
+        port=args.port,
+        drain_timeout=args.drain_timeout,
+        on_ready=ready,
+    )
+
+
+async def _no_factory(transport: object) -> ClosableSession:
+    raise RuntimeError("the supervisor runs no calls")
 
 
 def _run_reloading(args: argparse.Namespace) -> int:

@@ -95,8 +95,13 @@ async def serve(
     on_ready: Callable[[PlaygroundServer], None] | None = None,
     stop: asyncio.Event | None = None,
     server_options: dict[str, Any] | None = None,
+    drain_timeout: float | None = None,
 ) -> None:
-    """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly."""
+    """Serve the playground until ``stop`` is set (or SIGINT/SIGTERM), then hang up cleanly.
+
+    With ``drain_timeout`` (a worker among several), SIGTERM first drains: no new
+    calls, those in progress finish (for up to that many seconds).
+    """
     options = dict(session_options or {})
     server = PlaygroundServer(
         app_factory(spec, backend, record_dir=record_dir, prepare=prepare, **options),
@@ -120,4 +125,6 @@ async def serve(
         close,
         on_ready=None if on_ready is None else lambda: on_ready(server),
         stop=stop,
+        drain=None if drain_timeout is None else server.drain,
+        drain_timeout=drain_timeout or 0.0,
     )

@@ -5,9 +5,12 @@
 peer is running. Errors are JSON ``{"error": ...}``: 400 for an unusable offer,
 401 without the token (when one is set), 403 for a Host or Origin not allowed,
 409 when ``session_id`` names a live call, 415 when the body is not JSON, 429 when
-a peer offers too fast or holds too many unanswered calls, 503 when full, 500 when
-the app failed to start (details only in the log). ``GET /`` is the playground,
-``GET /health`` a liveness probe. See docs/security.md for the threat model.
+a peer offers too fast or holds too many unanswered calls, 503 when full or draining,
+500 when the app failed to start (details only in the log). ``GET /`` is the playground,
+``GET /health`` a liveness probe (with the worker table when run as one of several
+workers). A call is one offer: its media and data channel then flow over the peer
+connection this process holds, so no later request needs to reach the same worker.
+See docs/security.md for the threat model.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from duplex.agents.errors import ConfigurationError
-from duplex.agents.serving import bind_app
+from duplex.agents.serving import bind_app, draining_response, stop_listening
 
 from .guard import TOKEN_ENV, AccessPolicy, BucketsByKey, RateLimit, is_loopback
 from .transport import SignalingError, WebRTCTransport
@@ -79,11 +82,16 @@ class PlaygroundServer:
         allowed_origins: tuple[str, ...] = (),
         offer_rate: RateLimit = DEFAULT_OFFER_RATE,
         max_pending_per_peer: int = DEFAULT_MAX_PENDING_PER_PEER,
+        reuse_port: bool = False,
+        on_load: Callable[[int], None] | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """``token`` (or none): required as ``Authorization: Bearer <token>`` on /offer.
 
         It is mandatory when ``host`` is not a loopback address. ``allowed_hosts`` and
         ``allowed_origins`` extend the Host/Origin allow-lists (``"*"`` host: any).
+        As a worker: ``reuse_port`` shares the port with siblings, ``on_load(calls)`` is
+        told each change of the calls in progress, ``status()`` adds to ``/health``.
         """
         self.factory = factory
         self.host = host
@@ -103,6 +111,13 @@ class PlaygroundServer:
         self.max_pending_per_peer = max_pending_per_peer
         self._offers = BucketsByKey(offer_rate)
         self.peers: dict[str, Peer] = {}
+        self.reuse_port = reuse_port
+        self.on_load = on_load
+        self.status = status
+        #: Set by `drain`: new offers are answered 503.
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
         self.app.add_routes(
             [
@@ -121,8 +136,24 @@ class PlaygroundServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the URL (with the real port when ``port`` was 0)."""
-        self._runner, self.port = await bind_app(self.app, self.host, self.port)
+        self._runner, self.port = await bind_app(
+            self.app, self.host, self.port, reuse_port=self.reuse_port
+        )
         return self.url
+
+    async def drain(self) -> None:
+        """Take no new calls (stop listening; answer 503) and wait for those in progress."""
+        self.draining = True
+        await stop_listening(self._runner)
+        await self._idle.wait()
+
+    def _load_changed(self) -> None:
+        if self.peers:
+            self._idle.clear()
+        else:
+            self._idle.set()
+        if self.on_load is not None:
+            self.on_load(len(self.peers))
 
     async def aclose(self) -> None:
         """Hang up every call, then stop serving."""
@@ -133,6 +164,7 @@ class PlaygroundServer:
         for p in peers:
             if self.peers.get(p.transport.session_id) is p:
                 del self.peers[p.transport.session_id]
+        self._load_changed()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -186,10 +218,16 @@ class PlaygroundServer:
         )
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "peers": len(self.peers), **self.info})
+        body: dict[str, Any] = {"status": "draining" if self.draining else "ok"}
+        body.update(peers=len(self.peers), **self.info)
+        if self.status is not None:
+            body.update(self.status())
+        return web.json_response(body)
 
     async def _offer(self, request: web.Request) -> web.Response:
         remote = request.remote or "?"
+        if self.draining:
+            return draining_response()
         if not self._authorized(request):
             log.warning("refused an offer without a valid token from %s", remote)
             return _error(401, "a valid token is required (Authorization: Bearer <token>)")
@@ -225,6 +263,7 @@ class PlaygroundServer:
         peer = Peer(transport, remote)
         # Reserve the id before the first await so a concurrent duplicate gets 409.
         self.peers[transport.session_id] = peer
+        self._load_changed()
         released, reason = False, "bad_offer"
         try:
             try:
@@ -252,6 +291,7 @@ class PlaygroundServer:
                 await asyncio.shield(transport.aclose(reason))
                 if self.peers.get(transport.session_id) is peer:
                     del self.peers[transport.session_id]
+                self._load_changed()
         log.info("call %s started (%d live)", transport.session_id, len(self.peers))
         return web.json_response(
             {"type": "answer", "sdp": answer, "session_id": transport.session_id}
@@ -273,6 +313,7 @@ class PlaygroundServer:
                 log.exception("closing the session of %s failed", transport.session_id)
         if self.peers.get(transport.session_id) is peer:
             del self.peers[transport.session_id]
+        self._load_changed()
         log.info("call %s ended (%s)", transport.session_id, transport.close_reason)
 
 
