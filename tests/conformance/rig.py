@@ -35,6 +35,10 @@ class ReplySpec:
         return self.audio_ms > 0
 
 
+#: Errors no client can always avoid: a cancel crosses the backend's own end of the reply.
+RACES = frozenset({"response_cancel_not_active"})
+
+
 @dataclass(frozen=True)
 class SItem:
     """An item as the server holds it, reduced to what both sides must agree on."""

@@ -9,13 +9,11 @@ from typing import Any
 from duplex.backends.openai import OpenAIRealtime, ReconnectPolicy
 
 from ..openai.server import API_KEY, RealtimeTestServer, Reply
-from .rig import ReplySpec, Rig, SItem
+from .rig import RACES, ReplySpec, Rig, SItem
 from .signal import tag_of_sample
 
 FAST = ReconnectPolicy(max_attempts=4, initial_delay=0.01, max_delay=0.05)
 CHUNK_MS = 20
-#: Errors no client can always avoid: a cancel crosses the server's own end of the reply.
-RACES = {"response_cancel_not_active"}
 
 
 def _text(content: list[dict[str, Any]]) -> str:

@@ -12,7 +12,7 @@ from duplex.agents.testing import Reply, ScriptedBackend, ScriptedCall, Scripted
 from duplex.agents.tools import FunctionTool
 from duplex.agents.vad import EnergyVAD
 
-from .rig import ReplySpec, Rig, SItem, local_items
+from .rig import RACES, ReplySpec, Rig, SItem, local_items
 from .signal import tag_of_sample
 
 
@@ -113,4 +113,6 @@ class ScriptedRig(Rig):
         return n
 
     def check_server(self) -> list[str]:
-        return [f"server error {e.code}: {e.message}" for e in self._s.errors]
+        return [
+            f"server error {e.code}: {e.message}" for e in self._s.errors if e.code not in RACES
+        ]

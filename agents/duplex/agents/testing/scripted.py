@@ -252,8 +252,14 @@ class ScriptedSession(BackendSession):
     async def cancel_response(self) -> None:
         await self._record("cancel_response")
         if self._active is None:
-            self._error(
-                "response_cancel_not_active", "Cancellation failed: no active response found"
+            # The reply ended before the cancel reached it: a race the real adapters
+            # absorb (OpenAI's drops the server's error), so it is kept here, not emitted.
+            self.errors.append(
+                BackendError(
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                    True,
+                )
             )
             return
         rid, task = self._active
