@@ -44,11 +44,18 @@ logger.add(sys.stderr, level="WARNING")
 
 
 class BenchInput(BaseInputTransport):
+    #: Until the pipeline has started the transport, a microphone frame has nowhere to go
+    #: (a real transport is not receiving yet): it is dropped.
+    ready = False
+
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         await self.set_transport_ready(frame)
+        self.ready = True
 
     def push_pcm(self, pcm: np.ndarray) -> None:
+        if not self.ready:
+            return
         frame = InputAudioRawFrame(audio=pcm.tobytes(), sample_rate=C.INPUT_RATE, num_channels=1)
         asyncio.get_running_loop().create_task(self.push_audio_frame(frame))
 

@@ -27,16 +27,20 @@ from typing import Any
 
 import psutil
 
-from . import profile, speech
+from . import memory, profile, speech
 from .analysis import Row, analyse
+from .multi import framework_name, merge, split_name
 from .profile import markdown as profile_markdown
 from .profile import rank
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
-#: Levels beyond the common ones, for duplex alone, until one breaks.
-EXTRA_DUPLEX = [150, 200, 300, 400]
+#: Levels beyond the common ones, for duplex alone: on its workers (every level) and in
+#: one process (until one breaks), for the scaling table.
+EXTRA_DUPLEX = [150, 200, 300]
+#: The common levels from which duplex also runs on its workers.
+SCALING_FROM = 50
 
 
 @dataclass
@@ -52,6 +56,12 @@ class Plan:
     publish: bool
     out: Path
     date: str
+    #: duplex's worker processes in the scaling runs (the extra levels); 1 turns them off.
+    duplex_workers: int = 2
+    scaling_from: int | None = None
+    memory: bool = False
+    #: Measure a level again when other load was high (off for quick runs: they are checks).
+    rerun_busy: bool = True
     raw: Path = field(init=False)
     #: Levels measured twice because the machine was busy, for the results file.
     reruns: list[str] = field(default_factory=list)
@@ -153,46 +163,52 @@ def _busy() -> float:
 def run_level(
     server: Server, plan: Plan, framework: str, sessions: int, *, profile_to: Path | None = None
 ) -> tuple[Row, dict[str, Any]]:
+    """One level in its own worker process(es); ``duplex_2w`` is duplex on two workers."""
     tag = f"{framework}-{sessions}" + ("-profiled" if profile_to is not None else "")
-    out = plan.raw / f"{tag}.worker.json"
+    base, workers = split_name(framework)
     window = plan.window_for(sessions)
     server.call("POST", "/bench/reset")
-    cmd = [
-        PY,
-        "-m",
-        "bench.worker",
-        "--framework",
-        framework,
-        "--sessions",
-        str(sessions),
-        "--url",
-        server.url,
-        "--out",
-        str(out),
-        "--tag",
-        tag,
-        "--window",
-        str(window),
-        "--warmup",
-        str(plan.warmup),
+    outs = [
+        plan.raw / (f"{tag}.worker.json" if workers == 1 else f"{tag}.w{k}.json")
+        for k in range(workers)
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
+    procs = [
+        subprocess.Popen(
+            _worker_cmd(plan, server, base, sessions, tag, window, outs[k], k, workers),
+            cwd=ROOT,
+            stdin=subprocess.PIPE if workers > 1 else None,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(workers)
+    ]
     spy: subprocess.Popen[str] | None = None
     meter: Meter | None = None
-    for line in proc.stdout:
-        if line.startswith("WINDOW_START"):
+    if workers > 1:
+        # Every worker warms up its share, then all measure the same seconds.
+        for proc in procs:
+            _read_until(proc, "READY")
+        go = time.monotonic() + 0.2
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"GO {go}\n")
+            proc.stdin.flush()
+    for k, proc in enumerate(procs):
+        _read_until(proc, "WINDOW_START")
+        if k == 0:
             meter = Meter(server)
             if profile_to is not None:
                 spy = profile.start(proc.pid, window - 1.0, profile_to)
-        elif line.startswith("WINDOW_END"):
-            if meter is not None:
-                meter.stop()
-            break
-    result = _wait_result(proc, out, tag)
+    for proc in procs:
+        _read_until(proc, "WINDOW_END")
+    assert meter is not None
+    meter.stop()
+    parts = [_wait_result(proc, out, tag) for proc, out in zip(procs, outs, strict=True)]
+    result = merge(parts, framework)
+    if workers > 1:
+        (plan.raw / f"{tag}.worker.json").write_text(json.dumps(result))
     if spy is not None:
         spy.wait(60)
-    assert meter is not None
     env = meter.env(float(result["cpu_seconds"]))
     stats = server.call("GET", "/bench/stats")
     (plan.raw / f"{tag}.server.json").write_text(json.dumps(stats))
@@ -202,6 +218,31 @@ def run_level(
     row.cpu_pressure_pct = env.cpu_pressure_pct
     _log(row)
     return row, result
+
+
+def _worker_cmd(
+    plan: Plan,
+    server: Server,
+    framework: str,
+    sessions: int,
+    tag: str,
+    window: float,
+    out: Path,
+    part: int,
+    parts: int,
+) -> list[str]:
+    cmd = [PY, "-m", "bench.worker", "--framework", framework, "--sessions", str(sessions)]
+    cmd += ["--url", server.url, "--out", str(out), "--tag", tag]
+    cmd += ["--window", str(window), "--warmup", str(plan.warmup)]
+    return cmd + (["--part", f"{part}/{parts}"] if parts > 1 else [])
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(marker):
+            return
+    raise RuntimeError(f"worker {proc.pid} ended before {marker} (rc={proc.wait(30)})")
 
 
 def _wait_result(proc: subprocess.Popen[str], out: Path, tag: str) -> dict[str, Any]:
@@ -238,7 +279,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--levels", type=int, nargs="+", help="session counts for every framework")
     parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit", "pipecat"])
-    parser.add_argument("--extra", type=int, nargs="*", help="further levels for duplex alone")
+    parser.add_argument(
+        "--extra",
+        type=int,
+        nargs="*",
+        help="further levels for duplex alone (on --duplex-workers, and in one process until "
+        "it breaks)",
+    )
+    parser.add_argument(
+        "--duplex-workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="worker processes for duplex's scaling runs: the extra levels and the common "
+        f"levels from {SCALING_FROM} (default 2; a framework named duplex_Nw runs so anywhere)",
+    )
+    parser.add_argument(
+        "--memory",
+        choices=["on", "off"],
+        help="memory as deployed (bench/memory.py): one call per process for each framework "
+        "(default: on for a full run)",
+    )
     parser.add_argument("--window", type=float, help="measurement seconds per level")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -282,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         profile_level=None if quick or args.no_profile else 100,
         harness_level=None if quick else 100,
         publish=not quick and not args.no_publish,
+        duplex_workers=max(1, args.duplex_workers),
+        scaling_from=None if quick else SCALING_FROM,
+        memory=(args.memory or ("off" if quick else "on")) == "on",
+        rerun_busy=not quick,
         out=args.out,
         date=args.rewrite or dt.date.today().isoformat(),
     )
@@ -299,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     server = Server()
     try:
         rows, profile_md, harness = _run_all(server, plan)
+        deployed = memory.measure(server.url, plan.raw) if plan.memory else None
     finally:
         server.close()
     from .report import write
 
-    md_path = write(plan, rows, profile_md, harness, time.monotonic() - started)
+    md_path = write(plan, rows, profile_md, harness, time.monotonic() - started, memory=deployed)
     print(f"wrote {md_path}")
     if args.realtime_server == "on":
         from . import realtime_server
@@ -320,7 +386,8 @@ MAX_RERUNS = 3
 def _measure(server: Server, plan: Plan, framework: str, sessions: int) -> Row:
     """One level; again if the shared machine was busy meanwhile (the quieter run is kept)."""
     row = run_level(server, plan, framework, sessions)[0]
-    if (row.foreign_cpu_pct or 0.0) > BUSY_PCT and len(plan.reruns) < MAX_RERUNS:
+    busy = (row.foreign_cpu_pct or 0.0) > BUSY_PCT
+    if plan.rerun_busy and busy and len(plan.reruns) < MAX_RERUNS:
         print(f"  (other load {row.foreign_cpu_pct:.0f}%: measuring again)", flush=True)
         again = run_level(server, plan, framework, sessions)[0]
         plan.reruns.append(
@@ -332,22 +399,41 @@ def _measure(server: Server, plan: Plan, framework: str, sessions: int) -> Row:
     return row
 
 
-def _run_all(server: Server, plan: Plan) -> tuple[list[Row], str | None, Row | None]:
+def _run_all(server: Server, plan: Plan) -> tuple[list[Row], str | None, list[Row]]:
     rows: list[Row] = []
+    scaled = framework_name("duplex", plan.duplex_workers) if plan.duplex_workers > 1 else None
     for n in plan.levels:
         for fw in plan.frameworks:
             rows.append(_measure(server, plan, fw, n))
+        if (
+            scaled is not None
+            and "duplex" in plan.frameworks
+            and scaled not in plan.frameworks
+            and plan.scaling_from is not None
+            and n >= plan.scaling_from
+        ):
+            rows.append(_measure(server, plan, scaled, n))
     if "duplex" in plan.frameworks:
+        single_broke = False
         for n in plan.extra_duplex:
-            row = _measure(server, plan, "duplex", n)
-            rows.append(row)
-            if not row.healthy():
-                break  # it broke here; larger levels only take longer to say so
+            if scaled is not None:
+                rows.append(_measure(server, plan, scaled, n))
+            if not single_broke:
+                row = _measure(server, plan, "duplex", n)
+                rows.append(row)
+                single_broke = not row.healthy()  # larger levels only take longer to say so
+            elif scaled is None:
+                break
     if plan.server_vad_level is not None and "duplex" in plan.frameworks:
         rows.append(_measure(server, plan, "duplex_server_vad", plan.server_vad_level))
-    harness: Row | None = None
+    harness: list[Row] = []
     if plan.harness_level is not None:
-        harness = run_level(server, plan, "harness", plan.harness_level)[0]
+        harness.append(run_level(server, plan, "harness", plan.harness_level)[0])
+        if scaled is not None and plan.extra_duplex and "duplex" in plan.frameworks:
+            top = max(plan.extra_duplex)
+            harness.append(
+                run_level(server, plan, framework_name("harness", plan.duplex_workers), top)[0]
+            )
     profile_md: str | None = None
     if plan.profile_level is not None and "duplex" in plan.frameworks:
         raw = plan.raw / f"duplex-{plan.profile_level}.pyspy.txt"

@@ -5,7 +5,13 @@
 Starts the sessions (one first, to measure the memory of the ones after it),
 lets the callers talk for a warm-up and then a measurement window, and writes the
 callers' records, the process's CPU seconds and RSS over the window, and the
-output-frame lateness histogram's percentiles to ``--out``.
+output-frame lateness histogram (percentiles and counts) to ``--out``.
+
+With ``--part K/N`` the process is worker K of N, each running its share of the
+sessions on its own event loop (how duplex is deployed on N cores). Then the
+window is shared: the worker prints ``READY`` after its warm-up and waits for
+``GO <t>`` on stdin, a ``time.monotonic()`` instant (system-wide on Linux), so
+every worker measures the same seconds and `bench.multi` can add them up.
 """
 
 from __future__ import annotations
@@ -96,9 +102,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bank = speech.load()
     noise = speech.noise_floor()
     hist = LatenessHistogram()
-    metronome = Metronome(slots=max(1, min(20, args.sessions)))
+    part, parts = args.part
+    mine = list(range(part, args.sessions, parts))  # global session numbers of this worker
+    metronome = Metronome(slots=max(1, min(20, len(mine))))
     factory = Factory(args.framework, args.url)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed * 1000 + part)
     calls: list[Call] = []
     callers: list[Caller] = []
     failed: list[str] = []
@@ -133,13 +141,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     rss_base = proc.memory_info().rss
     t_open = time.monotonic()
-    await open_one(0)
+    await open_one(mine[0])
     gc.collect()
     rss_one = proc.memory_info().rss
-    await asyncio.gather(*(open_one(i) for i in range(1, args.sessions)))
+    await asyncio.gather(*(open_one(i) for i in mine[1:]))
     started_s = time.monotonic() - t_open
     await asyncio.sleep(args.warmup)
 
+    if parts > 1:
+        await _wait_go()
     print("WINDOW_START", flush=True)
     t_start, cpu_start = time.monotonic(), _cpu(proc)
     hist.enabled = True
@@ -154,7 +164,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = len(calls)
     result: dict[str, Any] = {
         "framework": args.framework,
-        "sessions": args.sessions,
+        "sessions": len(mine),
+        "workers": 1,
         "started": n,
         "failed": failed,
         "start_seconds": started_s,
@@ -176,6 +187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99": hist.percentile(99),
             "p999": hist.percentile(99.9),
         },
+        "lateness_counts": {str(i): int(c) for i, c in enumerate(hist.counts) if c},
         "calls": {
             f"{args.tag}-{c.index:04d}": {**c.as_dict(), "errors": call.errors}
             for c, call in zip(callers, calls, strict=True)
@@ -198,6 +210,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def _wait_go() -> None:
+    """Tell the runner this worker is warmed up; wait for the shared window's start."""
+    print("READY", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if not line.startswith("GO "):
+        raise SystemExit(f"expected GO <monotonic time>, got {line!r}")
+    await asyncio.sleep(max(0.0, float(line.split()[1]) - time.monotonic()))
+
+
+def _part(text: str) -> tuple[int, int]:
+    k, n = (int(x) for x in text.split("/"))
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--part {text}: want K/N with 0 <= K < N")
+    return k, n
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--framework", choices=FRAMEWORKS, required=True)
@@ -208,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--part", type=_part, default=(0, 1), help="K/N: worker K of N runs sessions K, K+N, ..."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     result = asyncio.run(run(args))
