@@ -70,8 +70,13 @@ class Plan:
         self.raw = self.out / "raw" / self.date
 
     def window_for(self, sessions: int) -> float:
-        # Few sessions give few turns per second: listen longer to get enough samples.
-        return self.window * (2.0 if sessions <= 2 else 1.5 if sessions <= 10 else 1.0)
+        # Few sessions give few turns per second: listen longer to get enough samples. Many
+        # give plenty in less time, and their start and close are the slow part of a level.
+        if sessions <= 2:
+            return self.window * 2.0
+        if sessions <= 10:
+            return self.window * 1.5
+        return self.window * (0.75 if sessions >= 200 else 1.0)
 
 
 @dataclass
@@ -333,15 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         from . import realtime_server
 
         return realtime_server.main(["--quick"] if quick else [])
+    levels = args.levels or ([1, 10] if quick else [1, 10, 50, 100])
     plan = Plan(
-        levels=args.levels or ([1, 10] if quick else [1, 10, 50, 100]),
+        levels=levels,
         frameworks=args.frameworks,
         extra_duplex=args.extra if args.extra is not None else ([] if quick else EXTRA_DUPLEX),
         window=args.window or (8.0 if quick else 20.0),
         warmup=args.warmup,
-        server_vad_level=None if quick else 50,
-        profile_level=None if quick or args.no_profile else 100,
-        harness_level=None if quick else 100,
+        server_vad_level=None if quick else _top(levels, 50),
+        profile_level=None if quick or args.no_profile else _top(levels, 100),
+        harness_level=None if quick else _top(levels, 100),
         publish=not quick and not args.no_publish,
         duplex_workers=max(1, args.duplex_workers),
         scaling_from=None if quick else SCALING_FROM,
@@ -376,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
 
         realtime_server.main([*(["--quick"] if quick else []), "--out", str(md_path)])
     return 0
+
+
+def _top(levels: list[int], preferred: int) -> int:
+    """The level for the profile and the harness run: 100, or the largest one run."""
+    return preferred if preferred in levels else max(levels)
 
 
 #: A level measured while other programs used this much CPU is measured again (once).
