@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as C
 from .analysis import Row
+from .multi import split_name
 from .report_scaling import deployed, display_name, memory_section, scaling_table, top_targets
 
 if TYPE_CHECKING:
@@ -91,7 +92,12 @@ def capacity(rows: list[Row], fw: str) -> str:
 CPU_RATIO_TARGET = 1 / 3
 
 
-def summary_table(rows: list[Row], level: int, memory: dict[str, Any] | None = None) -> str:
+def summary_table(
+    rows: list[Row],
+    level: int,
+    memory: dict[str, Any] | None = None,
+    harness: list[Row] | None = None,
+) -> str:
     d, lk = _find(rows, "duplex", level), _find(rows, "livekit", level)
     pc = _find(rows, "pipecat", level)
     lines = [
@@ -119,6 +125,15 @@ def summary_table(rows: list[Row], level: int, memory: dict[str, Any] | None = N
         f"| CPU against livekit-agents' (ratio) | | | | {_ratio(cpu[0], cpu[1])} | "
         f"{_ratio(cpu[0], cpu[2])} | ≤ 0.33{met} | |"
     )
+    alone = next((h for h in harness or [] if h.sessions == level and h.workers == 1), None)
+    if alone is not None and alone.cpu_per_session_s is not None:
+        h = alone.cpu_per_session_s
+        net = [None if c is None else c - h for c in cpu]
+        lines.append(
+            f"| CPU s per session-second, net of the harness ({_f(h, 4)}) | "
+            f"{_f(net[0], 4)} | {_f(net[1], 4)} | {_f(net[2], 4)} | {_ratio(net[0], net[1])} | "
+            f"{_ratio(net[0], net[2])} | | |"
+        )
     per_call = deployed(memory, rows, level)
     if per_call:
         dm, lm, pm = (per_call.get(k) for k in ("duplex", "livekit", "pipecat"))
@@ -126,9 +141,14 @@ def summary_table(rows: list[Row], level: int, memory: dict[str, Any] | None = N
             f"| MB per call as deployed | {_f(dm, 2)} | {_f(lm)} | {_f(pm)} | {_ratio(dm, lm)} | "
             f"{_ratio(dm, pm)} | | |"
         )
+    most = capacity(rows, "duplex")
+    for fw in sorted({r.framework for r in rows if r.framework.startswith("duplex_")}):
+        base, workers = split_name(fw)
+        if base == "duplex" and workers > 1:
+            most += f"; on {workers} workers {capacity(rows, fw)}"
     lines.append(
         f"| most sessions before p99 lateness > {C.LATENESS_LIMIT_MS:.0f} ms | "
-        f"{capacity(rows, 'duplex')} | {capacity(rows, 'livekit')} | "
+        f"{most} | {capacity(rows, 'livekit')} | "
         f"{capacity(rows, 'pipecat')} | | | ≥ 300 | 100–200 |"
     )
     return "\n".join(lines)
@@ -222,11 +242,13 @@ def plot(rows: list[Row], path: Path) -> None:
                 ax.plot(xs, ys, marker=marker, color=color, linestyle=line, label=label)
         if limit is not None:
             ax.axhline(limit, color="gray", linestyle="--", linewidth=1, label="limit")
-        if "latency" in title or "lateness" in title:
+        if "latency" in title or "lateness" in title or "path" in title:
             ax.set_yscale("log")  # a saturated level is seconds late; keep the rest readable
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("concurrent sessions")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
@@ -335,7 +357,9 @@ def rewrite(plan: Plan) -> Path:
     )
 
 
-def scaling_parts(rows: list[Row], harness: list[Row], memory: dict[str, Any] | None) -> list[str]:
+def scaling_parts(
+    rows: list[Row], harness: list[Row], memory: dict[str, Any] | None, level: int
+) -> list[str]:
     """The sections on duplex's workers and on memory as deployed (empty when not measured)."""
     parts: list[str] = []
     top = top_targets(rows)
@@ -350,7 +374,6 @@ def scaling_parts(rows: list[Row], harness: list[Row], memory: dict[str, Any] | 
             "harness's own CPU per session-second, measured alone in the same shape.\n\n",
             scaling,
         ]
-    level = 100
     mem = memory_section(memory, rows, level)
     if mem:
         parts += [
@@ -373,8 +396,8 @@ def results_body(
 ) -> str:
     parts = [
         "## Summary\n",
-        summary_table(rows, level, memory),
-        *scaling_parts(rows, harness, memory),
+        summary_table(rows, level, memory, harness),
+        *scaling_parts(rows, harness, memory, level),
         "\n\n## duplex / livekit ratios (below 1 means duplex is better)\n",
         ratio_table(rows),
         "\n\n## Every level\n",
@@ -392,7 +415,7 @@ def results_body(
             f"per session-second: {alone}. Every framework's CPU figure includes it.\n"
         )
     if profile_md:
-        parts += ["\n## Profile: duplex at 100 sessions (py-spy)\n\n", profile_md, "\n"]
+        parts += [f"\n## Profile: duplex at {level} sessions (py-spy)\n\n", profile_md, "\n"]
     return "".join(parts)
 
 
@@ -408,10 +431,10 @@ def publish(
     if not DOC.exists():
         return
     text = DOC.read_text()
-    scaling = "".join(scaling_parts(rows, harness or [], memory)).replace("\n## ", "\n### ")
+    scaling = "".join(scaling_parts(rows, harness or [], memory, level)).replace("\n## ", "\n### ")
     block = (
         f"{START}\n_Latest run: {date} ({where}); full results in "
-        f"`bench/results/{date}.md`._\n\n{summary_table(rows, level, memory)}{scaling}\n\n"
+        f"`bench/results/{date}.md`._\n\n{summary_table(rows, level, memory, harness)}{scaling}\n\n"
         f"### Every level\n\n{levels_table(rows)}\n\n"
         f"![latency and CPU against sessions](img/bench-latest.png)\n{END}"
     )

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,52 @@ class Server:
             self.proc.kill()
 
 
+class ServerPool:
+    """The benchmark server as one process per core: one event loop saturates near 200 sessions.
+
+    Session ``i`` of a level talks to server ``i % n`` (the worker picks it from the list of
+    URLs), whichever framework and worker it runs in; the records of the servers are merged.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.servers: list[Server] = []
+        try:
+            for _ in range(max(1, n)):
+                self.servers.append(Server())
+        except BaseException:
+            self.close()
+            raise
+        self.urls = [s.url for s in self.servers]
+        self.url = self.urls[0]
+
+    def call(self, method: str, path: str) -> dict[str, Any]:
+        answers = [s.call(method, path) for s in self.servers]
+        if path != "/bench/stats":
+            return answers[0]
+        errors: Counter[str] = Counter()
+        sessions: dict[str, Any] = {}
+        for a in answers:
+            errors.update(a.get("errors", {}))
+            sessions.update(a.get("sessions", {}))
+        return {
+            "open_connections": sum(int(a.get("open_connections", 0)) for a in answers),
+            "errors": dict(errors),
+            "sessions": sessions,
+            "servers": len(answers),
+        }
+
+    def cpu(self) -> float:
+        return sum(s.cpu() for s in self.servers)
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.close()
+
+
 class Meter:
     """CPU of the server, of everything else, and CPU pressure, over a worker's window."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerPool) -> None:
         self._server = server
         self._busy, self._srv, self._pres = _busy(), server.cpu(), _pressure()
         self._t0 = time.monotonic()
@@ -166,7 +209,7 @@ def _busy() -> float:
 
 
 def run_level(
-    server: Server, plan: Plan, framework: str, sessions: int, *, profile_to: Path | None = None
+    server: ServerPool, plan: Plan, framework: str, sessions: int, *, profile_to: Path | None = None
 ) -> tuple[Row, dict[str, Any]]:
     """One level in its own worker process(es); ``duplex_2w`` is duplex on two workers."""
     tag = f"{framework}-{sessions}" + ("-profiled" if profile_to is not None else "")
@@ -227,7 +270,7 @@ def run_level(
 
 def _worker_cmd(
     plan: Plan,
-    server: Server,
+    server: ServerPool,
     framework: str,
     sessions: int,
     tag: str,
@@ -237,7 +280,7 @@ def _worker_cmd(
     parts: int,
 ) -> list[str]:
     cmd = [PY, "-m", "bench.worker", "--framework", framework, "--sessions", str(sessions)]
-    cmd += ["--url", server.url, "--out", str(out), "--tag", tag]
+    cmd += ["--url", *server.urls, "--out", str(out), "--tag", tag]
     cmd += ["--window", str(window), "--warmup", str(plan.warmup)]
     return cmd + (["--part", f"{part}/{parts}"] if parts > 1 else [])
 
@@ -298,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="worker processes for duplex's scaling runs: the extra levels and the common "
         f"levels from {SCALING_FROM} (default 2; a framework named duplex_Nw runs so anywhere)",
+    )
+    parser.add_argument(
+        "--server-procs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="benchmark server processes; session i talks to server i %% N (default: 2)",
     )
     parser.add_argument(
         "--memory",
@@ -367,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.raw.mkdir(parents=True, exist_ok=True)
     speech.load()  # make the fixtures before anything is timed
     started = time.monotonic()
-    server = Server()
+    server = ServerPool(args.server_procs)
     try:
         rows, profile_md, harness = _run_all(server, plan)
         deployed = memory.measure(server.url, plan.raw) if plan.memory else None
@@ -394,7 +444,7 @@ BUSY_PCT = 40.0
 MAX_RERUNS = 3
 
 
-def _measure(server: Server, plan: Plan, framework: str, sessions: int) -> Row:
+def _measure(server: ServerPool, plan: Plan, framework: str, sessions: int) -> Row:
     """One level; again if the shared machine was busy meanwhile (the quieter run is kept)."""
     row = run_level(server, plan, framework, sessions)[0]
     busy = (row.foreign_cpu_pct or 0.0) > BUSY_PCT
@@ -410,7 +460,7 @@ def _measure(server: Server, plan: Plan, framework: str, sessions: int) -> Row:
     return row
 
 
-def _run_all(server: Server, plan: Plan) -> tuple[list[Row], str | None, list[Row]]:
+def _run_all(server: ServerPool, plan: Plan) -> tuple[list[Row], str | None, list[Row]]:
     rows: list[Row] = []
     scaled = framework_name("duplex", plan.duplex_workers) if plan.duplex_workers > 1 else None
     for n in plan.levels:

@@ -62,12 +62,15 @@ class HarnessOnly:
 
 
 class Factory:
-    def __init__(self, framework: str, url: str) -> None:
+    """Makes each session's call; session ``index`` talks to server ``index % len(urls)``."""
+
+    def __init__(self, framework: str, url: str | list[str]) -> None:
         self.framework = framework
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
         self._http: Any = None
 
-    def make(self, sid: str, clock: PlayoutClock) -> Call:
+    def make(self, sid: str, clock: PlayoutClock, index: int = 0) -> Call:
+        url = self.urls[index % len(self.urls)]
         if self.framework == "harness":
             return HarnessOnly()
         if self.framework == "livekit":
@@ -77,15 +80,15 @@ class Factory:
 
             if self._http is None:
                 self._http = aiohttp.ClientSession()
-            return LivekitCall(self.url, sid, clock, self._http)
+            return LivekitCall(url, sid, clock, self._http)
         if self.framework == "pipecat":
             from .fw_pipecat import PipecatCall
 
-            return PipecatCall(self.url, sid, clock)
+            return PipecatCall(url, sid, clock)
         from .fw_duplex import DuplexCall
 
         variant = "server_vad" if self.framework == "duplex_server_vad" else "local_vad"
-        return DuplexCall(self.url, sid, clock, variant)
+        return DuplexCall(url, sid, clock, variant)
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -115,7 +118,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def open_one(i: int) -> None:
         sid = f"{args.tag}-{i:04d}"
         clock = PlayoutClock(hist)
-        call = factory.make(sid, clock)
+        call = factory.make(sid, clock, i)
         async with sem:
             try:
                 await asyncio.wait_for(call.start(), 30.0)
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--framework", choices=FRAMEWORKS, required=True)
     parser.add_argument("--sessions", type=int, required=True)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", nargs="+", required=True, help="the servers' base URLs")
     parser.add_argument("--out", required=True)
     parser.add_argument("--tag", default="s")
     parser.add_argument("--warmup", type=float, default=2.0)
