@@ -65,6 +65,8 @@ class Row:
     workers: int = 1
     #: RSS of one worker process with its first session up, averaged over the workers.
     worker_mb: float | None = None
+    #: Each worker's CPU seconds per wall second (how evenly the sessions loaded them).
+    cores_by_worker: list[float] = field(default_factory=list)
 
     @property
     def cores_used(self) -> float | None:
@@ -185,6 +187,8 @@ def analyse(worker: dict[str, Any], server: dict[str, Any]) -> Row:
     if row.started:
         row.cpu_per_session_s = float(worker["cpu_seconds"]) / (row.started * seconds)
     row.cpu_total_pct = 100.0 * float(worker["cpu_seconds"]) / seconds
+    by_worker = worker.get("cpu_seconds_by_worker", [worker["cpu_seconds"]])
+    row.cores_by_worker = [float(c) / seconds for c in by_worker]
     row.rss_mb = worker["rss_end"] / 2**20
     row.workers = int(worker.get("workers", 1))
     row.worker_mb = worker["rss_one"] / 2**20 / row.workers

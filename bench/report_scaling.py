@@ -39,16 +39,17 @@ def scaling_table(rows: list[Row], harness: list[Row]) -> str:
     if not any(r.workers > 1 for r in mine):
         return ""
     lines = [
-        "| sessions | workers | cores used | CPU s per session-s | net of the harness | "
-        "lateness p99 (ms) | input p99 (ms) | output p99 (ms) | replies | turns answered | "
-        "missed barge-ins | timeouts | server CPU | other load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| sessions | workers | cores used | by worker | CPU s per session-s | "
+        "net of the harness | lateness p99 (ms) | input p99 (ms) | output p99 (ms) | replies | "
+        "turns answered | missed barge-ins | timeouts | server CPU | other load |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in sorted(mine, key=lambda r: (r.sessions, r.workers)):
         h = _harness_cpu(harness, r.sessions, r.workers)
         net = None if h is None or r.cpu_per_session_s is None else r.cpu_per_session_s - h
         lines.append(
             f"| {r.sessions} | {r.workers} | {_f(r.cores_used, 2)} | "
+            f"{' / '.join(_f(c, 2) for c in r.cores_by_worker) or '–'} | "
             f"{_f(r.cpu_per_session_s, 4)} | {_f(net, 4)} | {_f(r.lateness_p99)} | "
             f"{_f(r.input_ms.get('p99'))} | {_f(r.output_ms.get('p99'))} | {r.replies} | "
             f"{r.answered} / {r.turns} | {r.missed_interruptions} | {r.timeouts} | "
