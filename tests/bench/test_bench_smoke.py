@@ -66,6 +66,7 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
         assert row["cpu_per_session_s"] > 0
         assert all(isinstance(row[k]["p50"], (int, float)) for k in ("input_ms", "output_ms"))
         assert row["turns"] >= 1 and row["answered"] >= 1, row
+        assert row["interruptions"] >= 1, row  # each framework stops its output on a barge-in
 
     # duplex on two workers: one session each, one shared window, one row in the scaling table.
     raw = tmp_path / "raw" / md.stem
