@@ -293,10 +293,16 @@ def _read_until(proc: subprocess.Popen[str], marker: str) -> None:
     raise RuntimeError(f"worker {proc.pid} ended before {marker} (rc={proc.wait(30)})")
 
 
+#: A worker writes its records and exits within its close timeout after the window.
+WORKER_EXIT_S = 120.0
+
+
 def _wait_result(proc: subprocess.Popen[str], out: Path, tag: str) -> dict[str, Any]:
-    assert proc.stdout is not None
-    proc.stdout.read()
-    proc.wait(120)
+    try:
+        proc.communicate(timeout=WORKER_EXIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a worker that never exits loses its level, not the whole run
+        proc.communicate()
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"worker {tag} failed (rc={proc.returncode})")
     data: dict[str, Any] = json.loads(out.read_text())
@@ -444,13 +450,22 @@ BUSY_PCT = 40.0
 MAX_RERUNS = 3
 
 
+def _try_level(server: ServerPool, plan: Plan, framework: str, sessions: int) -> Row:
+    """A level whose worker failed is a row with nothing started, not the end of the run."""
+    try:
+        return run_level(server, plan, framework, sessions)[0]
+    except (RuntimeError, OSError, ValueError) as e:
+        print(f"  {framework} x{sessions} failed: {e}", flush=True)
+        return Row(framework, sessions, 0, failed=[str(e)])
+
+
 def _measure(server: ServerPool, plan: Plan, framework: str, sessions: int) -> Row:
     """One level; again if the shared machine was busy meanwhile (the quieter run is kept)."""
-    row = run_level(server, plan, framework, sessions)[0]
+    row = _try_level(server, plan, framework, sessions)
     busy = (row.foreign_cpu_pct or 0.0) > BUSY_PCT
     if plan.rerun_busy and busy and len(plan.reruns) < MAX_RERUNS:
         print(f"  (other load {row.foreign_cpu_pct:.0f}%: measuring again)", flush=True)
-        again = run_level(server, plan, framework, sessions)[0]
+        again = _try_level(server, plan, framework, sessions)
         plan.reruns.append(
             f"{framework} x{sessions}: other load {row.foreign_cpu_pct:.0f}% on the first try, "
             f"{again.foreign_cpu_pct or 0:.0f}% on the second"
@@ -489,16 +504,19 @@ def _run_all(server: ServerPool, plan: Plan) -> tuple[list[Row], str | None, lis
         rows.append(_measure(server, plan, "duplex_server_vad", plan.server_vad_level))
     harness: list[Row] = []
     if plan.harness_level is not None:
-        harness.append(run_level(server, plan, "harness", plan.harness_level)[0])
+        harness.append(_try_level(server, plan, "harness", plan.harness_level))
         if scaled is not None and plan.extra_duplex and "duplex" in plan.frameworks:
             top = max(plan.extra_duplex)
             harness.append(
-                run_level(server, plan, framework_name("harness", plan.duplex_workers), top)[0]
+                _try_level(server, plan, framework_name("harness", plan.duplex_workers), top)
             )
     profile_md: str | None = None
     if plan.profile_level is not None and "duplex" in plan.frameworks:
         raw = plan.raw / f"duplex-{plan.profile_level}.pyspy.txt"
-        run_level(server, plan, "duplex", plan.profile_level, profile_to=raw)
+        try:
+            run_level(server, plan, "duplex", plan.profile_level, profile_to=raw)
+        except (RuntimeError, OSError, ValueError) as e:
+            print(f"  profiled duplex x{plan.profile_level} failed: {e}", flush=True)
         if raw.exists():
             samples, by_own, by_total = rank(raw.read_text(), top=20)
             profile_md = profile_markdown(samples, by_own, by_total, plan.window - 1.0)
