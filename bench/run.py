@@ -1,12 +1,14 @@
-"""`make bench`: duplex vs livekit-agents, side by side, in one run.
+"""`make bench`: duplex, livekit-agents and pipecat, side by side, in one run.
 
-One OpenAI-protocol server process serves every session; each framework runs
-each level in its own worker process (so CPU and memory are its own), one after
-the other so they never compete for the two cores. Writes
-bench/results/<date>.md and .png (raw records under bench/results/raw/), and, for
-a full run, copies the plot to docs/img/ and the table into docs/performance.md.
+The OpenAI-protocol server runs as one process per core and serves every session; each
+framework runs each level in its own worker process (so CPU and memory are its own),
+one after the other so they never compete for the cores; duplex's scaling runs use N
+worker processes over one shared window (`bench.multi`). Then one call per process
+shows each framework's memory as deployed (`bench.memory`). Writes
+bench/results/<date>.md and .png (raw records under bench/results/raw/), and, for a
+full run, copies the plot to docs/img/ and the tables into docs/performance.md.
 
-    python -m bench.run            # full: 1, 10, 50, 100 sessions; duplex on to breaking
+    python -m bench.run            # full: 1, 10, 50, 100 sessions; duplex on to 300
     python -m bench.run --quick    # 1 and 10 sessions, short windows
 """
 
