@@ -79,7 +79,8 @@ def top_targets(rows: list[Row]) -> str:
             f"| turns answered | {r.answered} / {r.turns} (timeouts {r.timeouts}) | every one "
             f"{mark(r.every_turn_answered)} |",
             f"| missed barge-ins | {r.missed_interruptions} of "
-            f"{r.interruptions + r.missed_interruptions} | 0 {mark(r.missed_interruptions == 0)} |",
+            f"{r.interruptions + r.missed_interruptions} | 0 "
+            f"{mark(r.missed_interruptions == 0 and r.interruptions > 0)} |",
             f"| sessions started | {r.started} / {r.sessions} | all "
             f"{mark(r.started == r.sessions)} |",
             f"| cores used | {_f(r.cores_used, 2)} | |",
