@@ -23,6 +23,8 @@ from . import config as C
 #: A pairing further apart than this is a mismatch (a turn the server split, say), not a sample.
 MAX_PATH_S = 1.5
 MAX_INTERRUPT_S = 3.0
+#: A turn ending this close to the window's end may be answered after the workers stop.
+TURN_TAIL_S = 1.5
 
 
 @dataclass
@@ -37,6 +39,10 @@ class Row:
     lateness_ms: dict[str, float | None] = field(default_factory=dict)
     server_time_ms: float | None = None
     replies: int = 0
+    #: The callers' utterances that ended inside the window (its last TURN_TAIL_S aside) ...
+    turns: int = 0
+    #: ... and those the server answered with audio.
+    answered: int = 0
     interruptions: int = 0
     missed_interruptions: int = 0
     timeouts: int = 0
@@ -55,10 +61,25 @@ class Row:
     #: The longest the callers' microphones were held up: how far the event loop stalled.
     loop_stall_ms: float = 0.0
     gc_max_ms: float = 0.0
+    #: Processes the framework ran in (duplex on N workers; 1 otherwise).
+    workers: int = 1
+    #: RSS of one worker process with its first session up, averaged over the workers.
+    worker_mb: float | None = None
+    #: Each worker's CPU seconds per wall second (how evenly the sessions loaded them).
+    cores_by_worker: list[float] = field(default_factory=list)
+
+    @property
+    def cores_used(self) -> float | None:
+        """CPU seconds of the framework's processes per wall second of the window."""
+        return None if self.cpu_total_pct is None else self.cpu_total_pct / 100.0
 
     @property
     def lateness_p99(self) -> float | None:
         return self.lateness_ms.get("p99")
+
+    @property
+    def every_turn_answered(self) -> bool:
+        return self.turns > 0 and self.answered == self.turns and self.timeouts == 0
 
     def healthy(self) -> bool:
         """The level is within what the machine can do: smooth output, everyone served."""
@@ -136,6 +157,16 @@ def analyse(worker: dict[str, Any], server: dict[str, Any]) -> Row:
             if inp is not None and out is not None:
                 added.append(1000.0 * (inp + out))
             server_time.append(1000.0 * (first - last))
+        answered = sorted(
+            r["turn_last_speech_at"]
+            for r in srv["responses"]
+            if r["turn_last_speech_at"] is not None and r["first_delta_at"] is not None
+        )
+        for end in utt_ends:
+            if window[0] <= end <= window[1] - TURN_TAIL_S:
+                row.turns += 1
+                i = bisect.bisect_left(answered, end)
+                row.answered += int(i < len(answered) and answered[i] - end < MAX_PATH_S)
         stops = sorted(call["stops"])
         for u in call["utterances"]:
             if u["kind"] != "barge_in" or not _in(u["onset_at"], window):
@@ -156,8 +187,13 @@ def analyse(worker: dict[str, Any], server: dict[str, Any]) -> Row:
     if row.started:
         row.cpu_per_session_s = float(worker["cpu_seconds"]) / (row.started * seconds)
     row.cpu_total_pct = 100.0 * float(worker["cpu_seconds"]) / seconds
+    by_worker = worker.get("cpu_seconds_by_worker", [worker["cpu_seconds"]])
+    row.cores_by_worker = [float(c) / seconds for c in by_worker]
     row.rss_mb = worker["rss_end"] / 2**20
-    if row.started > 1:
-        row.mb_per_session = (worker["rss_end"] - worker["rss_one"]) / 2**20 / (row.started - 1)
+    row.workers = int(worker.get("workers", 1))
+    row.worker_mb = worker["rss_one"] / 2**20 / row.workers
+    if row.started > row.workers:
+        extra = row.started - row.workers  # every worker's first session is its baseline
+        row.mb_per_session = (worker["rss_end"] - worker["rss_one"]) / 2**20 / extra
     row.server_errors = {k: int(v) for k, v in server.get("errors", {}).items()}
     return row

@@ -4,7 +4,11 @@ The transport follows pipecat's output contract: `write_audio_frame` takes the c
 its base output transport hands over (it chunks and paces them itself) and returns once
 the 1x `PlayoutClock` has room, which is the back-pressure a real transport gives; an
 `InterruptionFrame` clears what is buffered at once. Caller audio enters as pipecat's
-own transports push it, one `InputAudioRawFrame` per 20 ms. Server VAD and every other
+own transports push it, one `InputAudioRawFrame` per 20 ms. The pipeline is pipecat's
+own shape for a realtime service: input, the user context aggregator, the service,
+output, the assistant context aggregator. The aggregator pair is what turns the
+service's proposed user turn (the server's ``speech_started``) into an interruption;
+without it pipecat never stops its output on a barge-in. Server VAD and every other
 setting is pipecat's default.
 """
 
@@ -27,6 +31,8 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.runner import PipelineRunner
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.transports.base_input import BaseInputTransport
@@ -44,11 +50,18 @@ logger.add(sys.stderr, level="WARNING")
 
 
 class BenchInput(BaseInputTransport):
+    #: Until the pipeline has started the transport, a microphone frame has nowhere to go
+    #: (a real transport is not receiving yet): it is dropped.
+    ready = False
+
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         await self.set_transport_ready(frame)
+        self.ready = True
 
     def push_pcm(self, pcm: np.ndarray) -> None:
+        if not self.ready:
+            return
         frame = InputAudioRawFrame(audio=pcm.tobytes(), sample_rate=C.INPUT_RATE, num_channels=1)
         asyncio.get_running_loop().create_task(self.push_audio_frame(frame))
 
@@ -85,8 +98,10 @@ class PipecatCall:
         self.output = BenchOutput(params, clock)
         ws = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         llm = OpenAIRealtimeLLMService(api_key="sk-bench", model=sid, base_url=f"{ws}/realtime")
+        context = LLMContext([{"role": "system", "content": "You are the benchmark's agent."}])
+        turns = LLMContextAggregatorPair(context)
         self.worker = PipelineWorker(
-            Pipeline([self.input, llm, self.output]),
+            Pipeline([self.input, turns.user(), llm, self.output, turns.assistant()]),
             params=PipelineParams(
                 audio_in_sample_rate=C.INPUT_RATE, audio_out_sample_rate=C.OUTPUT_RATE
             ),

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as C
 from .analysis import Row
+from .multi import split_name
+from .report_scaling import deployed, display_name, memory_section, scaling_table, top_targets
 
 if TYPE_CHECKING:
     from .run import Plan
@@ -41,7 +43,7 @@ SUMMARY: list[tuple[str, Getter, float | None, str]] = [
     ("added latency p99 (ms)", lambda r: r.added_ms.get("p99"), None, ""),
     ("interruption p50 (ms)", lambda r: r.interrupt_ms.get("p50"), None, ""),
     ("interruption p95 (ms)", lambda r: r.interrupt_ms.get("p95"), 120.0, "234"),
-    ("CPU s per session-second", lambda r: r.cpu_per_session_s, 0.0015, "0.0043"),
+    ("CPU s per session-second", lambda r: r.cpu_per_session_s, 0.0025, "0.0043"),
     ("MB per extra session", lambda r: r.mb_per_session, 0.5, "~0.9"),
     ("output-frame lateness p99 (ms)", lambda r: r.lateness_p99, C.LATENESS_LIMIT_MS, ""),
 ]
@@ -86,7 +88,16 @@ def capacity(rows: list[Row], fw: str) -> str:
     return f"≥ {best} (the most tested)"
 
 
-def summary_table(rows: list[Row], level: int) -> str:
+#: duplex's CPU per session-second against livekit-agents' in the same run.
+CPU_RATIO_TARGET = 1 / 3
+
+
+def summary_table(
+    rows: list[Row],
+    level: int,
+    memory: dict[str, Any] | None = None,
+    harness: list[Row] | None = None,
+) -> str:
     d, lk = _find(rows, "duplex", level), _find(rows, "livekit", level)
     pc = _find(rows, "pipecat", level)
     lines = [
@@ -107,9 +118,37 @@ def summary_table(rows: list[Row], level: int) -> str:
             f"{_ratio(a, b)} | {_ratio(a, c)} | "
             f"{'' if target is None else '≤ ' + _f(target, digits)}{met} | {ref} |"
         )
+    cpu = [r.cpu_per_session_s if r else None for r in (d, lk, pc)]
+    ratio = None if cpu[0] is None or not cpu[1] else cpu[0] / cpu[1]
+    met = "" if ratio is None else (" ✅" if ratio <= CPU_RATIO_TARGET else " ❌")
+    lines.append(
+        f"| CPU against livekit-agents' (ratio) | | | | {_ratio(cpu[0], cpu[1])} | "
+        f"{_ratio(cpu[0], cpu[2])} | ≤ 0.33{met} | |"
+    )
+    alone = next((h for h in harness or [] if h.sessions == level and h.workers == 1), None)
+    if alone is not None and alone.cpu_per_session_s is not None:
+        h = alone.cpu_per_session_s
+        net = [None if c is None else c - h for c in cpu]
+        lines.append(
+            f"| CPU s per session-second, net of the harness ({_f(h, 4)}) | "
+            f"{_f(net[0], 4)} | {_f(net[1], 4)} | {_f(net[2], 4)} | {_ratio(net[0], net[1])} | "
+            f"{_ratio(net[0], net[2])} | | |"
+        )
+    per_call = deployed(memory, rows, level)
+    if per_call:
+        dm, lm, pm = (per_call.get(k) for k in ("duplex", "livekit", "pipecat"))
+        lines.append(
+            f"| MB per call as deployed | {_f(dm, 2)} | {_f(lm)} | {_f(pm)} | {_ratio(dm, lm)} | "
+            f"{_ratio(dm, pm)} | | |"
+        )
+    most = capacity(rows, "duplex")
+    for fw in sorted({r.framework for r in rows if r.framework.startswith("duplex_")}):
+        base, workers = split_name(fw)
+        if base == "duplex" and workers > 1:
+            most += f"; on {workers} workers {capacity(rows, fw)}"
     lines.append(
         f"| most sessions before p99 lateness > {C.LATENESS_LIMIT_MS:.0f} ms | "
-        f"{capacity(rows, 'duplex')} | {capacity(rows, 'livekit')} | "
+        f"{most} | {capacity(rows, 'livekit')} | "
         f"{capacity(rows, 'pipecat')} | | | ≥ 300 | 100–200 |"
     )
     return "\n".join(lines)
@@ -126,7 +165,7 @@ def levels_table(rows: list[Row]) -> str:
         errs = ", ".join(f"{k} {v}" for k, v in sorted(r.server_errors.items())) or "0"
         a = r.added_ms
         lines.append(
-            f"| {r.sessions} | {NAMES.get(r.framework, r.framework)} | "
+            f"| {r.sessions} | {display_name(r.framework, NAMES)} | "
             f"{_f(a.get('p50'))} / {_f(a.get('p95'))} / {_f(a.get('p99'))} | "
             f"{_f(r.input_ms.get('p99'))} | {_f(r.output_ms.get('p99'))} | "
             f"{_f(r.interrupt_ms.get('p50'))} / {_f(r.interrupt_ms.get('p95'))} | "
@@ -170,10 +209,11 @@ def plot(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     panels: list[tuple[Any, str, Getter, float | None]] = [
         (axes[0][0], "added latency p99 (ms)", lambda r: r.added_ms.get("p99"), None),
         (axes[0][1], "interruption p95 (ms)", lambda r: r.interrupt_ms.get("p95"), None),
+        (axes[0][2], "input path p99 (ms)", lambda r: r.input_ms.get("p99"), None),
         (axes[1][0], "CPU seconds per session-second", lambda r: r.cpu_per_session_s, None),
         (
             axes[1][1],
@@ -181,32 +221,42 @@ def plot(rows: list[Row], path: Path) -> None:
             lambda r: r.lateness_p99,
             C.LATENESS_LIMIT_MS,
         ),
+        (axes[1][2], "cores used (CPU s / wall s)", lambda r: r.cores_used, None),
     ]
-    styles = {
-        "duplex": ("tab:blue", "o"),
-        "livekit": ("tab:orange", "s"),
-        "pipecat": ("tab:green", "^"),
+    # Three frameworks, and duplex on every worker count run (the scaling).
+    styles: dict[str, tuple[str, str, str]] = {
+        "duplex": ("tab:blue", "o", "-"),
+        "livekit": ("tab:orange", "s", "-"),
+        "pipecat": ("tab:green", "^", "-"),
     }
+    for fw in sorted({r.framework for r in rows if r.framework.startswith("duplex_")}):
+        if fw.endswith("w"):
+            styles[fw] = ("tab:purple", "D", "--")
     for ax, title, get, limit in panels:
-        for fw, (color, marker) in styles.items():
+        for fw, (color, marker, line) in styles.items():
             pts = sorted((r.sessions, get(r)) for r in rows if r.framework == fw)
             xs = [x for x, y in pts if y is not None]
             ys = [y for _, y in pts if y is not None]
             if xs:
-                ax.plot(xs, ys, marker=marker, color=color, label=NAMES[fw])
+                label = display_name(fw, NAMES)
+                ax.plot(xs, ys, marker=marker, color=color, linestyle=line, label=label)
         if limit is not None:
             ax.axhline(limit, color="gray", linestyle="--", linewidth=1, label="limit")
-        if "latency" in title or "lateness" in title:
+        if "latency" in title or "lateness" in title or "path" in title:
             ax.set_yscale("log")  # a saturated level is seconds late; keep the rest readable
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("concurrent sessions")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    fig.suptitle("duplex, livekit-agents and pipecat: one OpenAI-protocol server, 2 cores")
+    fig.suptitle(
+        f"duplex, livekit-agents and pipecat: one OpenAI-protocol server, {os.cpu_count()} cores"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -250,9 +300,10 @@ def write(
     plan: Plan,
     rows: list[Row],
     profile_md: str | None,
-    harness: Row | None,
+    harness: list[Row],
     elapsed: float,
     where: str | None = None,
+    memory: dict[str, Any] | None = None,
 ) -> Path:
     where = where or machine()
     plan.out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +313,8 @@ def write(
     saved = {
         "rows": [r.as_dict() for r in rows],
         "profile_md": profile_md,
-        "harness": harness.as_dict() if harness is not None else None,
+        "harness": [h.as_dict() for h in harness],
+        "memory": memory,
         "elapsed": elapsed,
         "reruns": plan.reruns,
         "machine": where,
@@ -270,7 +322,7 @@ def write(
     (plan.raw / "run.json").write_text(json.dumps(saved, indent=1))
     common = sorted({r.sessions for r in rows if r.framework == "livekit"})
     level = 100 if 100 in common else (common[-1] if common else rows[-1].sessions)
-    body = results_body(rows, level, png.name, profile_md, harness)
+    body = results_body(rows, level, png.name, profile_md, harness, memory)
     if plan.reruns:
         body += "\n## Busy machine\n\nMeasured twice (the quieter try is shown): "
         body += "; ".join(plan.reruns) + ".\n"
@@ -282,7 +334,7 @@ def write(
     if plan.publish:
         DOC_IMG.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, DOC_IMG)
-        publish(rows, level, plan.date, where)
+        publish(rows, level, plan.date, where, harness, memory)
     return md
 
 
@@ -290,44 +342,101 @@ def rewrite(plan: Plan) -> Path:
     """Write the results file, plot and docs again from a run's saved records."""
     saved = json.loads((plan.raw / "run.json").read_text())
     rows = [Row(**r) for r in saved["rows"]]
-    harness = Row(**saved["harness"]) if saved["harness"] else None
+    kept = saved.get("harness") or []
+    harness = [Row(**h) for h in (kept if isinstance(kept, list) else [kept])]
     plan.reruns = list(saved.get("reruns", []))
     elapsed = float(saved["elapsed"])
-    return write(plan, rows, saved["profile_md"], harness, elapsed, saved.get("machine"))
+    return write(
+        plan,
+        rows,
+        saved["profile_md"],
+        harness,
+        elapsed,
+        saved.get("machine"),
+        memory=saved.get("memory"),
+    )
+
+
+def scaling_parts(
+    rows: list[Row], harness: list[Row], memory: dict[str, Any] | None, level: int
+) -> list[str]:
+    """The sections on duplex's workers and on memory as deployed (empty when not measured)."""
+    parts: list[str] = []
+    top = top_targets(rows)
+    if top:
+        parts += ["\n\n## At 300 sessions on duplex's workers\n\n", top]
+    scaling = scaling_table(rows, harness)
+    if scaling:
+        parts += [
+            "\n\n## Scaling: duplex on 1 and more worker processes\n\n",
+            "Cores used are the CPU seconds of the framework's processes (callers and clocks "
+            "included) over the window's wall seconds; *net of the harness* takes off the "
+            "harness's own CPU per session-second, measured alone in the same shape.\n\n",
+            scaling,
+        ]
+    mem = memory_section(memory, rows, level)
+    if mem:
+        parts += [
+            "\n\n## Memory as deployed\n\n",
+            "One call in a process made the way each framework's runner makes it "
+            "(`bench/memory.py`). USS is what no other process shares: for a process per call "
+            "it is what one more call costs.\n\n",
+            mem,
+        ]
+    return parts
 
 
 def results_body(
-    rows: list[Row], level: int, png: str, profile_md: str | None, harness: Row | None
+    rows: list[Row],
+    level: int,
+    png: str,
+    profile_md: str | None,
+    harness: list[Row],
+    memory: dict[str, Any] | None = None,
 ) -> str:
     parts = [
         "## Summary\n",
-        summary_table(rows, level),
+        summary_table(rows, level, memory, harness),
+        *scaling_parts(rows, harness, memory, level),
         "\n\n## duplex / livekit ratios (below 1 means duplex is better)\n",
         ratio_table(rows),
         "\n\n## Every level\n",
         levels_table(rows),
         f"\n\n![latency and CPU against sessions]({png})\n",
     ]
-    if harness is not None:
+    if harness:
+        alone = "; ".join(
+            f"{_f(h.cpu_per_session_s, 4)} at {h.sessions} sessions on {h.workers} "
+            f"process{'es' if h.workers > 1 else ''}"
+            for h in harness
+        )
         parts.append(
-            f"\n## The harness alone\n\nCallers and clocks with no framework at "
-            f"{harness.sessions} sessions cost {_f(harness.cpu_per_session_s, 4)} CPU s per "
-            "session-second; both frameworks' CPU figures include it.\n"
+            "\n## The harness alone\n\nCallers and clocks with no framework cost, in CPU s "
+            f"per session-second: {alone}. Every framework's CPU figure includes it.\n"
         )
     if profile_md:
-        parts += ["\n## Profile: duplex at 100 sessions (py-spy)\n\n", profile_md, "\n"]
+        parts += [f"\n## Profile: duplex at {level} sessions (py-spy)\n\n", profile_md, "\n"]
     return "".join(parts)
 
 
-def publish(rows: list[Row], level: int, date: str, where: str) -> None:
+def publish(
+    rows: list[Row],
+    level: int,
+    date: str,
+    where: str,
+    harness: list[Row] | None = None,
+    memory: dict[str, Any] | None = None,
+) -> None:
     """Put the latest summary and plot between the markers in docs/performance.md."""
     if not DOC.exists():
         return
     text = DOC.read_text()
+    scaling = "".join(scaling_parts(rows, harness or [], memory, level)).replace("\n## ", "\n### ")
     block = (
         f"{START}\n_Latest run: {date} ({where}); full results in "
-        f"`bench/results/{date}.md`._\n\n{summary_table(rows, level)}\n\n"
-        f"{levels_table(rows)}\n\n![latency and CPU against sessions](img/bench-latest.png)\n{END}"
+        f"`bench/results/{date}.md`._\n\n{summary_table(rows, level, memory, harness)}{scaling}\n\n"
+        f"### Every level\n\n{levels_table(rows)}\n\n"
+        f"![latency and CPU against sessions](img/bench-latest.png)\n{END}"
     )
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
     if pattern.search(text):

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soxr
-
-from duplex.agents.wav import read_wav
 
 from . import config as C
 
@@ -75,6 +72,12 @@ def _make(text: str) -> np.ndarray:
     npy = CACHE / f"{key}.npy"
     if npy.exists():
         return np.asarray(np.load(npy), dtype=np.int16)
+    # Only when making them: a process that loads the cached fixtures (the memory probe's
+    # harness baseline) must not import duplex or soxr.
+    import soxr
+
+    from duplex.agents.wav import read_wav
+
     CACHE.mkdir(parents=True, exist_ok=True)
     wav = CACHE / f"{key}.wav"
     _espeak(text, wav)

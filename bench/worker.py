@@ -5,13 +5,20 @@
 Starts the sessions (one first, to measure the memory of the ones after it),
 lets the callers talk for a warm-up and then a measurement window, and writes the
 callers' records, the process's CPU seconds and RSS over the window, and the
-output-frame lateness histogram's percentiles to ``--out``.
+output-frame lateness histogram (percentiles and counts) to ``--out``.
+
+With ``--part K/N`` the process is worker K of N, each running its share of the
+sessions on its own event loop (how duplex is deployed on N cores). Then the
+window is shared: the worker prints ``READY`` after its warm-up and waits for
+``GO <t>`` on stdin, a ``time.monotonic()`` instant (system-wide on Linux), so
+every worker measures the same seconds and `bench.multi` can add them up.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -30,6 +37,8 @@ from .clock import LatenessHistogram, Metronome, PlayoutClock
 
 FRAMEWORKS = ("duplex", "duplex_server_vad", "livekit", "pipecat", "harness")
 START_CONCURRENCY = 16
+#: How long the sessions get to close after the window before the worker exits anyway.
+CLOSE_TIMEOUT_S = 20.0
 
 
 class Call(Protocol):
@@ -56,12 +65,15 @@ class HarnessOnly:
 
 
 class Factory:
-    def __init__(self, framework: str, url: str) -> None:
+    """Makes each session's call; session ``index`` talks to server ``index % len(urls)``."""
+
+    def __init__(self, framework: str, url: str | list[str]) -> None:
         self.framework = framework
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
         self._http: Any = None
 
-    def make(self, sid: str, clock: PlayoutClock) -> Call:
+    def make(self, sid: str, clock: PlayoutClock, index: int = 0) -> Call:
+        url = self.urls[index % len(self.urls)]
         if self.framework == "harness":
             return HarnessOnly()
         if self.framework == "livekit":
@@ -71,15 +83,15 @@ class Factory:
 
             if self._http is None:
                 self._http = aiohttp.ClientSession()
-            return LivekitCall(self.url, sid, clock, self._http)
+            return LivekitCall(url, sid, clock, self._http)
         if self.framework == "pipecat":
             from .fw_pipecat import PipecatCall
 
-            return PipecatCall(self.url, sid, clock)
+            return PipecatCall(url, sid, clock)
         from .fw_duplex import DuplexCall
 
         variant = "server_vad" if self.framework == "duplex_server_vad" else "local_vad"
-        return DuplexCall(self.url, sid, clock, variant)
+        return DuplexCall(url, sid, clock, variant)
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -96,9 +108,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bank = speech.load()
     noise = speech.noise_floor()
     hist = LatenessHistogram()
-    metronome = Metronome(slots=max(1, min(20, args.sessions)))
+    part, parts = args.part
+    mine = list(range(part, args.sessions, parts))  # global session numbers of this worker
+    metronome = Metronome(slots=max(1, min(20, len(mine))))
     factory = Factory(args.framework, args.url)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed * 1000 + part)
     calls: list[Call] = []
     callers: list[Caller] = []
     failed: list[str] = []
@@ -107,7 +121,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def open_one(i: int) -> None:
         sid = f"{args.tag}-{i:04d}"
         clock = PlayoutClock(hist)
-        call = factory.make(sid, clock)
+        call = factory.make(sid, clock, i)
         async with sem:
             try:
                 await asyncio.wait_for(call.start(), 30.0)
@@ -133,13 +147,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     rss_base = proc.memory_info().rss
     t_open = time.monotonic()
-    await open_one(0)
+    await open_one(mine[0])
     gc.collect()
     rss_one = proc.memory_info().rss
-    await asyncio.gather(*(open_one(i) for i in range(1, args.sessions)))
+    await asyncio.gather(*(open_one(i) for i in mine[1:]))
     started_s = time.monotonic() - t_open
     await asyncio.sleep(args.warmup)
 
+    if parts > 1:
+        await _wait_go()
     print("WINDOW_START", flush=True)
     t_start, cpu_start = time.monotonic(), _cpu(proc)
     hist.enabled = True
@@ -154,7 +170,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = len(calls)
     result: dict[str, Any] = {
         "framework": args.framework,
-        "sessions": args.sessions,
+        "sessions": len(mine),
+        "workers": 1,
         "started": n,
         "failed": failed,
         "start_seconds": started_s,
@@ -176,6 +193,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99": hist.percentile(99),
             "p999": hist.percentile(99.9),
         },
+        "lateness_counts": {str(i): int(c) for i, c in enumerate(hist.counts) if c},
         "calls": {
             f"{args.tag}-{c.index:04d}": {**c.as_dict(), "errors": call.errors}
             for c, call in zip(callers, calls, strict=True)
@@ -185,41 +203,69 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for c in callers:
         c.active = False
     t_close = time.monotonic()
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(call.aclose() for call in calls), return_exceptions=True), 20.0
-        )
-    except asyncio.TimeoutError:
-        result["close_timed_out"] = True
+    # Bounded without waiting on cancellation: `wait_for` waits for a cancelled close to
+    # finish, and a close that never does held a run up for good (100 sessions, shared
+    # machine). What is still closing after this is left to the process's exit.
+    closing = [asyncio.ensure_future(call.aclose()) for call in calls]
+    if closing:
+        _, pending = await asyncio.wait(closing, timeout=CLOSE_TIMEOUT_S)
+        result["close_timed_out"] = bool(pending)
+        result["close_pending"] = len(pending)
     result["close_seconds"] = time.monotonic() - t_close
-    await factory.aclose()
-    # Whatever a framework left running is cancelled with the loop; that is not a result.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(factory.aclose()), 5.0)
+    # Whatever a framework left running ends with the process; that is not a result.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     return result
+
+
+async def _run_and_exit(args: argparse.Namespace) -> None:
+    result = await run(args)
+    with open(args.out, "w") as f:  # noqa: ASYNC230 (the measuring is over)
+        json.dump(result, f)
+    sys.stdout.flush()
+    # Exit from inside the loop: asyncio.run's teardown waits for every task's
+    # cancellation, and leftover framework threads would hold the process too.
+    os._exit(0)
+
+
+async def _wait_go() -> None:
+    """Tell the runner this worker is warmed up; wait for the shared window's start."""
+    print("READY", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if not line.startswith("GO "):
+        raise SystemExit(f"expected GO <monotonic time>, got {line!r}")
+    await asyncio.sleep(max(0.0, float(line.split()[1]) - time.monotonic()))
+
+
+def _part(text: str) -> tuple[int, int]:
+    k, n = (int(x) for x in text.split("/"))
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--part {text}: want K/N with 0 <= K < N")
+    return k, n
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--framework", choices=FRAMEWORKS, required=True)
     parser.add_argument("--sessions", type=int, required=True)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", nargs="+", required=True, help="the servers' base URLs")
     parser.add_argument("--out", required=True)
     parser.add_argument("--tag", default="s")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--part", type=_part, default=(0, 1), help="K/N: worker K of N runs sessions K, K+N, ..."
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     if args.framework.startswith("duplex") and os.environ.get("BENCH_UVLOOP") == "1":
         from duplex.agents.loop import run as run_loop  # uvloop when installed
 
-        result = run_loop(run(args))
+        run_loop(_run_and_exit(args))
     else:
-        result = asyncio.run(run(args))
-    with open(args.out, "w") as f:
-        json.dump(result, f)
-    sys.stdout.flush()
-    os._exit(0)  # leftover framework threads must not hold the run up
+        asyncio.run(_run_and_exit(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The benchmark harness end to end, small: the three frameworks at 2 sessions for a few seconds.
+"""The benchmark harness end to end, small: the three frameworks at 2 sessions for a few seconds,
+duplex on two worker processes too, and the memory probe of one duplex worker.
 
 It runs the real thing (the benchmark server process, a worker process, the
 analysis and the report) so that `make bench` keeps working; the numbers it
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import run
+from bench import memory, run
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="the benchmark's speech is made with espeak-ng"
@@ -31,6 +32,7 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
             "duplex",
             "livekit",
             "pipecat",
+            "duplex_2w",
             "--levels",
             "2",
             "--window",
@@ -41,6 +43,8 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
             str(tmp_path),
             "--no-publish",
             "--no-renice",
+            "--realtime-server",
+            "off",
         ]
     )
     assert rc == 0
@@ -56,8 +60,39 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
         assert NUMBER.match(cells[6]) and NUMBER.match(cells[8]), cells  # lateness, CPU
 
     saved = json.loads((tmp_path / "raw" / md.stem / "rows.json").read_text())
-    assert sorted(r["framework"] for r in saved) == ["duplex", "livekit", "pipecat"]
+    assert sorted(r["framework"] for r in saved) == ["duplex", "duplex_2w", "livekit", "pipecat"]
     for row in saved:
         assert row["started"] == 2 and row["replies"] >= 1, row
         assert row["cpu_per_session_s"] > 0
         assert all(isinstance(row[k]["p50"], (int, float)) for k in ("input_ms", "output_ms"))
+        assert row["turns"] >= 1 and row["answered"] >= 1, row
+        assert row["interruptions"] >= 1, row  # each framework stops its output on a barge-in
+
+    # duplex on two workers: one session each, one shared window, one row in the scaling table.
+    raw = tmp_path / "raw" / md.stem
+    parts = [json.loads((raw / f"duplex_2w-2.w{k}.json").read_text()) for k in (0, 1)]
+    assert [p["started"] for p in parts] == [1, 1]
+    assert set(parts[0]["calls"]).isdisjoint(parts[1]["calls"])
+    (two,) = [r for r in saved if r["framework"] == "duplex_2w"]
+    assert two["workers"] == 2 and two["cpu_total_pct"] > 0, two
+    text = md.read_text()
+    assert "| 2 | duplex, 2 workers |" in text
+    scaling = [ln for ln in text.splitlines() if ln.startswith("| 2 | 2 |")]
+    assert len(scaling) == 1, text  # sessions 2, workers 2
+    cores = scaling[0].strip("|").split("|")[2].strip()
+    assert NUMBER.match(cores) and float(cores) > 0, scaling
+
+
+def test_memory_probe_measures_one_duplex_worker_with_a_call(tmp_path: Path) -> None:
+    server = run.Server()
+    try:
+        out = tmp_path / "memory.json"
+        rc = memory.main(
+            ["--url", server.url, "--out", str(out), "--seconds", "5", "--frameworks", "duplex"]
+        )
+    finally:
+        server.close()
+    assert rc == 0
+    rec = json.loads(out.read_text())["duplex"]
+    assert rec["utterances"] >= 1, rec  # the caller talked to it
+    assert 0 < rec["uss_mb"] <= rec["rss_mb"], rec

@@ -15,6 +15,8 @@ from collections.abc import Coroutine, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+
 from duplex.agents.backend import BackendError, Reconnected, Reconnecting
 from duplex.agents.errors import BackendErrorException
 
@@ -22,8 +24,6 @@ from .connection import MALFORMED, ConnectError, Connection, dial
 from .responses import OpenAIResponseHandle
 
 if TYPE_CHECKING:
-    import aiohttp
-
     from duplex.agents.conversation import Item
     from duplex.agents.tools import FunctionTool
 
