@@ -83,7 +83,12 @@ async def test_livekit_realtime_model_completes_a_spoken_turn(echo_server: Check
         await call.start()
         call.say("the red house")
         reply = await call.assistant_message()
-        assert {"said", "red", "house"} <= set(words(reply.text_content or ""))
+        heard = [it for it in call.items if getattr(it, "role", None) == "user"]
+        said = set(words(reply.text_content or ""))
+        # The echo repeats what the server transcribed (Whisper tiny may hear "red" as
+        # "rid" when the machine is loaded); the words around it are stable.
+        assert {"said", "house"} <= said
+        assert heard and set(words(heard[0].text_content or "")) <= said
         assert not reply.interrupted
         await asyncio.wait_for(call.clock.wait_drained(), 30)
         assert call.clock.segments and call.clock.segments[-1].played_ms > 500
