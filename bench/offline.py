@@ -397,8 +397,8 @@ callers in one process, audio in real time; times from the caller's last word
 entering the transport to the reply's first frame leaving the session for the
 transport. `→ commit / final text / first TTS audio` are the cumulative steps
 (medians, ms after the last word). {"Reduced run (`--quick`)." if quick else ""}
-Run took {took_s:.0f} s. The machine is shared with other engineers' builds and
-tests while this ran, so the figures are noisy (see the load column; 2 cores).
+Run took {took_s:.0f} s. The load column is the machine's load average during each
+row: above ~2 on these 2 cores other work inflates the figures.
 
 {head}
 {chr(10).join(_row(r) for r in rows)}
