@@ -49,6 +49,39 @@ async def stop_listening(runner: web.AppRunner | None) -> None:
         await site.stop()
 
 
+class CallLoad:
+    """A server's calls in progress, as its drain and its supervisor see them.
+
+    One owner for what the playground and the phone server both track: whether it is
+    draining, whether it is idle, and the count reported to the supervisor on change.
+    """
+
+    def __init__(self, on_load: Callable[[int], None] | None = None) -> None:
+        #: Set by `drain`: new calls are answered 503.
+        self.draining = False
+        self._on_load = on_load
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def changed(self, calls: int) -> None:
+        """The server now holds ``calls`` calls."""
+        if calls:
+            self._idle.clear()
+        else:
+            self._idle.set()
+        if self._on_load is not None:
+            self._on_load(calls)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def drain(self, runner: web.AppRunner | None) -> None:
+        """Take no new calls (stop listening) and wait for those in progress."""
+        self.draining = True
+        await stop_listening(runner)
+        await self._idle.wait()
+
+
 def draining_response() -> web.Response:
     """What a draining server answers a new call: 503, come back (to a sibling) shortly."""
     return web.json_response(

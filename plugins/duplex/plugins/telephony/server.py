@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from duplex.agents.serving import bind_app, draining_response, stop_listening
+from duplex.agents.serving import CallLoad, bind_app, draining_response
 
 from .control import CallControl, TelnyxCallControl, stream_twiml
 from .dialects import DIALECTS, MediaStreamProtocolError, dialect_for
@@ -105,13 +105,9 @@ class PhoneServer:
                 web.get("/health", self._health),
             ]
         )
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.reuse_port = reuse_port
-        self.on_load = on_load
         self.status = status
-        #: Set by `drain`: new calls' webhooks are answered 503.
-        self.draining = False
+        self.load = CallLoad(on_load)
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -129,15 +125,14 @@ class PhoneServer:
         )
         return self.url
 
+    @property
+    def draining(self) -> bool:
+        """Set by `drain`: new calls' webhooks are answered 503."""
+        return self.load.draining
+
     async def drain(self) -> None:
         """Take no new calls (stop listening; webhooks 503) and wait for those in progress."""
-        self.draining = True
-        await stop_listening(self._runner)
-        await self._idle.wait()
-
-    def _load_changed(self) -> None:
-        if self.on_load is not None:
-            self.on_load(len(self.calls))
+        await self.load.drain(self._runner)
 
     async def aclose(self) -> None:
         """Hang up every stream (the provider then ends or continues the call), stop serving."""
@@ -156,7 +151,7 @@ class PhoneServer:
 
     async def wait_idle(self) -> None:
         """Until no call is live (every stream closed and its session ended)."""
-        await self._idle.wait()
+        await self.load.wait_idle()
 
     # --- webhooks -----------------------------------------------------------------------------
     def _public(self, request: web.Request) -> str:
@@ -253,8 +248,7 @@ class PhoneServer:
         call = PhoneCall(transport)
         key = f"ws-{id(ws):x}"
         self.calls[key] = call
-        self._idle.clear()
-        self._load_changed()
+        self.load.changed(len(self.calls))
         loop = asyncio.get_running_loop()
         call.tasks.add(loop.create_task(self._answer(call)))
         try:
@@ -283,9 +277,7 @@ class PhoneServer:
             await asyncio.gather(*call.tasks, return_exceptions=True)
             self._sockets.discard(ws)
             self.calls.pop(key, None)
-            if not self.calls:
-                self._idle.set()
-            self._load_changed()
+            self.load.changed(len(self.calls))
         return ws
 
     async def _answer(self, call: PhoneCall) -> None:

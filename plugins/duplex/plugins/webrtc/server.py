@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from duplex.agents.errors import ConfigurationError
-from duplex.agents.serving import bind_app, draining_response, stop_listening
+from duplex.agents.serving import CallLoad, bind_app, draining_response
 
 from .guard import TOKEN_ENV, AccessPolicy, BucketsByKey, RateLimit, is_loopback
 from .transport import SignalingError, WebRTCTransport
@@ -112,12 +112,8 @@ class PlaygroundServer:
         self._offers = BucketsByKey(offer_rate)
         self.peers: dict[str, Peer] = {}
         self.reuse_port = reuse_port
-        self.on_load = on_load
         self.status = status
-        #: Set by `drain`: new offers are answered 503.
-        self.draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.load = CallLoad(on_load)
         self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
         self.app.add_routes(
             [
@@ -141,19 +137,17 @@ class PlaygroundServer:
         )
         return self.url
 
+    @property
+    def draining(self) -> bool:
+        """Set by `drain`: new offers are answered 503."""
+        return self.load.draining
+
     async def drain(self) -> None:
         """Take no new calls (stop listening; answer 503) and wait for those in progress."""
-        self.draining = True
-        await stop_listening(self._runner)
-        await self._idle.wait()
+        await self.load.drain(self._runner)
 
     def _load_changed(self) -> None:
-        if self.peers:
-            self._idle.clear()
-        else:
-            self._idle.set()
-        if self.on_load is not None:
-            self.on_load(len(self.peers))
+        self.load.changed(len(self.peers))
 
     async def aclose(self) -> None:
         """Hang up every call, then stop serving."""
