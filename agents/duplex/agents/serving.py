@@ -14,10 +14,12 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
 from .app import translate_bind_errors
+from .backend import Backend
 
 log = logging.getLogger("duplex.agents.serving")
 
@@ -91,34 +93,50 @@ def draining_response() -> web.Response:
     )
 
 
-async def serve_until_stopped(
-    start: Callable[[], Awaitable[object]],
-    close: Callable[[], Awaitable[None]],
-    *,
-    on_ready: Callable[[], None] | None = None,
-    stop: asyncio.Event | None = None,
-    drain: Callable[[], Awaitable[None]] | None = None,
-    drain_timeout: float = 30.0,
-) -> None:
-    """``start``, then wait for ``stop`` (or SIGINT/SIGTERM), then ``close`` whatever happened.
+class CallServer(Protocol):
+    """A server of calls as `serve_until_stopped` runs it (the playground, the phone server)."""
 
-    With ``drain`` (a worker), SIGTERM first awaits ``drain()`` for up to ``drain_timeout``
-    seconds (SIGINT or ``stop`` cuts it short); without it SIGTERM closes at once.
+    async def start(self) -> str: ...
+
+    async def drain(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=CallServer)
+
+
+async def serve_until_stopped(
+    server: S,
+    backend: Backend,
+    *,
+    on_ready: Callable[[S], None] | None = None,
+    stop: asyncio.Event | None = None,
+    drain_timeout: float | None = None,
+) -> None:
+    """Prewarm ``backend``, start ``server``, wait for ``stop`` (or SIGINT/SIGTERM), then
+    close the server and the backend whatever happened.
+
+    With ``drain_timeout`` (a worker among several), SIGTERM first drains the server
+    (no new calls; those in progress finish) for up to that many seconds (SIGINT or
+    ``stop`` cuts it short); without it SIGTERM closes at once.
     """
-    await start()
+    await backend.prewarm()
+    await server.start()
     stop = stop or asyncio.Event()
     draining = asyncio.Event()
     loop = asyncio.get_running_loop()
-    handlers = {signal.SIGINT: stop.set, signal.SIGTERM: draining.set if drain else stop.set}
+    on_term = stop.set if drain_timeout is None else draining.set
+    handlers = {signal.SIGINT: stop.set, signal.SIGTERM: on_term}
     for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, handler)
     try:
         if on_ready is not None:
-            on_ready()
+            on_ready(server)
         await _first(stop.wait(), draining.wait())
-        if drain is not None and draining.is_set() and not stop.is_set():
-            drained = asyncio.ensure_future(drain())
+        if drain_timeout is not None and draining.is_set() and not stop.is_set():
+            drained = asyncio.ensure_future(server.drain())
             await asyncio.sleep(0)  # it has begun: new calls are refused from here on
             log.info("draining: no new calls; finishing those in progress")
             try:
@@ -129,7 +147,10 @@ async def serve_until_stopped(
         for sig in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        await close()
+        try:
+            await server.aclose()
+        finally:
+            await backend.aclose()
 
 
 async def _first(*aws: Awaitable[object]) -> None:

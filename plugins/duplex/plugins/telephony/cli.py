@@ -156,19 +156,8 @@ async def serve(
     With ``drain_timeout`` (a worker among several), SIGTERM first drains: no new
     calls, those in progress finish (for up to that many seconds).
     """
-    await backend.prewarm()
-
-    async def close() -> None:
-        await server.aclose()
-        await backend.aclose()
-
     await serve_until_stopped(
-        server.start,
-        close,
-        on_ready=None if on_ready is None else lambda: on_ready(server),
-        stop=stop,
-        drain=None if drain_timeout is None else server.drain,
-        drain_timeout=drain_timeout or 0.0,
+        server, backend, on_ready=on_ready, stop=stop, drain_timeout=drain_timeout
     )
 
 

@@ -114,17 +114,6 @@ async def serve(
         },
         **(server_options or {}),
     )
-    await backend.prewarm()
-
-    async def close() -> None:
-        await server.aclose()
-        await backend.aclose()
-
     await serve_until_stopped(
-        server.start,
-        close,
-        on_ready=None if on_ready is None else lambda: on_ready(server),
-        stop=stop,
-        drain=None if drain_timeout is None else server.drain,
-        drain_timeout=drain_timeout or 0.0,
+        server, backend, on_ready=on_ready, stop=stop, drain_timeout=drain_timeout
     )
