@@ -18,33 +18,14 @@ from duplex.agents.events import (
 from duplex.agents.testing import MemoryTransport
 from duplex.agents.vad import EnergyVAD
 from duplex.backends.openai import OpenAIRealtime, OpenAIRealtimeSession
+from tests.shop import Shop as BaseShop
 
 from .helpers import backend, utterance
 from .server import RealtimeTestServer, Reply
 
 
-class Shop(Agent):
-    instructions = "You sell pizza."
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.orders: list[str] = []
-        self.gate: asyncio.Event | None = None
-        self.started: list[str] = []
-        self.both_started = asyncio.Event()
-        self.one_started = asyncio.Event()
-
-    @function_tool
-    async def order_pizza(self, size: str) -> str:
-        """Order a pizza. size: small or large."""
-        self.started.append(size)
-        self.one_started.set()
-        if len(self.started) == 2:
-            self.both_started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        self.orders.append(size)
-        return f"order #{len(self.orders)} placed: {size}"
+class Shop(BaseShop):
+    """The shared shop plus a tool that always fails."""
 
     @function_tool
     async def refund(self, order: int) -> str:

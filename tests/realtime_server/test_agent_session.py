@@ -12,7 +12,7 @@ import asyncio
 import base64
 from typing import Any
 
-from duplex.agents import Agent, AgentSession, function_tool
+from duplex.agents import Agent, AgentSession
 from duplex.agents.conversation import FunctionCallOutput, Message
 from duplex.agents.events import (
     AgentInterrupted,
@@ -22,34 +22,11 @@ from duplex.agents.events import (
 )
 from duplex.agents.testing import MemoryTransport
 from duplex.backends.openai import OpenAIRealtime
+from tests.shop import Shop
 
 from ..cascade.chat_server import Call, Gate, Text
 from .conftest import API_KEY, Checked
 from .helpers import hear, utterance, words
-
-
-class Shop(Agent):
-    instructions = "You sell pizza."
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.orders: list[str] = []
-        self.gate: asyncio.Event | None = None
-        self.started: list[str] = []
-        self.both_started = asyncio.Event()
-        self.one_started = asyncio.Event()
-
-    @function_tool
-    async def order_pizza(self, size: str) -> str:
-        """Order a pizza. size: small or large."""
-        self.started.append(size)
-        self.one_started.set()
-        if len(self.started) == 2:
-            self.both_started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        self.orders.append(size)
-        return f"order #{len(self.orders)} placed: {size}"
 
 
 async def start(

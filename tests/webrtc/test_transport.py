@@ -13,7 +13,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from duplex.agents.events import AgentStateChanged, UserTranscribed
 from duplex.plugins.webrtc import AgentAudioTrack, SignalingError, WebRTCTransport, check_offer
-from tests.webrtc.conftest import tasks_touching
+from tests.leaks import tasks_touching
 from tests.webrtc.peer import ClientPeer, StalledTrack, dominant_hz, tone48k
 
 
