@@ -12,12 +12,16 @@ from ._model import bundled_model_path
 from .default import MODEL_ENV, configured_model_path, default_turn_options
 from .model import SmartTurn
 from .queue import EndOfTurnBusyError, InferenceQueue, shared_queue
+from .text import SmartTurnText, TextScorer, TurnVerdict
 
 __all__ = [
     "MODEL_ENV",
     "EndOfTurnBusyError",
     "InferenceQueue",
     "SmartTurn",
+    "SmartTurnText",
+    "TextScorer",
+    "TurnVerdict",
     "bundled_model_path",
     "configured_model_path",
     "default_turn_options",
