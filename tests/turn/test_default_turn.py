@@ -16,7 +16,13 @@ from duplex.agents.app import default_turn, load_app
 from duplex.agents.audio import AudioFrame
 from duplex.agents.testing import MemoryTransport, Reply, ScriptedBackend
 from duplex.plugins.piper import PiperTTS
-from duplex.plugins.smart_turn import MODEL_ENV, SmartTurn, bundled_model_path, shared_queue
+from duplex.plugins.smart_turn import (
+    MODEL_ENV,
+    SmartTurn,
+    SmartTurnText,
+    bundled_model_path,
+    shared_queue,
+)
 
 from .utterances import synth
 
@@ -77,7 +83,8 @@ async def test_the_default_session_ends_a_finished_sentence_with_smart_turn(
     assert piper.sample_rate == piper_rate()
     monkeypatch.delenv(MODEL_ENV, raising=False)
     with_model, eot = await commit_ms(app, speech)
-    assert isinstance(eot, SmartTurn)
+    # Smart Turn, with Whisper's text score where Whisper is installed (as here).
+    assert isinstance(eot, SmartTurnText) and isinstance(eot.audio_model, SmartTurn)
     monkeypatch.setenv(MODEL_ENV, "off")
     with_rule, none = await commit_ms(app, speech)
     assert none is None
@@ -93,8 +100,8 @@ def test_the_environment_names_the_model(tmp_path: Path, monkeypatch: pytest.Mon
     copy.write_bytes(bundled.read_bytes())
     monkeypatch.setenv(MODEL_ENV, str(copy))
     turn = default_turn()
-    assert turn is not None and isinstance(turn.end_of_turn, SmartTurn)
-    assert turn.end_of_turn.model_path == copy.resolve()
+    assert turn is not None and isinstance(turn.end_of_turn, SmartTurnText)
+    assert turn.end_of_turn.audio_model.model_path == copy.resolve()
     monkeypatch.setenv(MODEL_ENV, str(tmp_path / "missing.onnx"))
     assert default_turn() is None  # a bad setting never stops a command from starting
 

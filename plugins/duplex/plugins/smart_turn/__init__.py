@@ -9,13 +9,20 @@ turn detector: ``TurnOptions(end_of_turn=SmartTurn())``.
 from __future__ import annotations
 
 from ._model import bundled_model_path
-from .default import MODEL_ENV, configured_model_path, default_turn_options
+from .default import (
+    MODEL_ENV,
+    TEXT_ENV,
+    configured_model_path,
+    default_turn_options,
+    smart_turn_options,
+)
 from .model import SmartTurn
 from .queue import EndOfTurnBusyError, InferenceQueue, shared_queue
 from .text import SmartTurnText, TextScorer, TurnVerdict
 
 __all__ = [
     "MODEL_ENV",
+    "TEXT_ENV",
     "EndOfTurnBusyError",
     "InferenceQueue",
     "SmartTurn",
@@ -26,4 +33,5 @@ __all__ = [
     "configured_model_path",
     "default_turn_options",
     "shared_queue",
+    "smart_turn_options",
 ]

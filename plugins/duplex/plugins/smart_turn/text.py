@@ -77,7 +77,7 @@ class SmartTurnText(EndOfTurnModel):
         audio_model: SmartTurn | None = None,
         text_model: TextScorer | None = None,
         *,
-        unfinished_below: float = 0.1,
+        unfinished_below: float = 0.05,
         complete_above: float = 0.5,
         queue: InferenceQueue | None = None,
         on_verdict: Callable[[TurnVerdict], None] | None = None,

@@ -7,8 +7,8 @@ sentence: after "I would like to book a table for" it is ~0.01, after "What time
 is it" ~0.5. The decoder is conditioned on a fixed encoding of faint noise, not
 on the caller's audio: conditioned on the audio it hears the speech stop and
 predicts an ending for unfinished halves more often (on the bench's cut-off set,
-halves vs complete sentences: AUC 0.97 with the noise encoding, 0.84 with the
-audio, 0.86 with digital silence; `bench/offline_text.py`).
+halves vs complete sentences: AUC 0.97 with the noise encoding, 0.89 with
+digital silence, 0.84 with the audio; `bench/offline_text.py` has the table).
 
 The words come from transcribing the last few seconds of the turn (the same
 Whisper model the cascade's STT uses, shared, no second copy). Nothing is
