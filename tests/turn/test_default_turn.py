@@ -22,6 +22,7 @@ from duplex.plugins.smart_turn import (
     SmartTurnText,
     bundled_model_path,
     shared_queue,
+    shared_text_queue,
 )
 
 from .utterances import synth
@@ -44,13 +45,15 @@ async def commit_ms(app: Path, speech: np.ndarray) -> tuple[float, object]:
     session = await spec.start(transport, backend)
     try:
         transport.push_silence(400)
-        served = shared_queue().served
+        served, text_served = shared_queue().served, shared_text_queue().served
         transport.push(AudioFrame(speech, piper_rate()))
         transport.push_silence(300)
         if session.turn.end_of_turn is not None:
             # Audio arrives faster than real time here: hold the rest of the pause until
             # the model has answered, as a live call's 20 ms frames would wait for it.
             await wait_until(lambda: shared_queue().served > served)
+        if isinstance(session.turn.end_of_turn, SmartTurnText):
+            await wait_until(lambda: shared_text_queue().served > text_served)
         transport.push_silence(2200)
         commit = await backend.session.wait_for_call("commit_audio")
         ms = 1000 * commit.args["samples"] / backend.capabilities.input_sample_rate

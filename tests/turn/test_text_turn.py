@@ -144,8 +144,8 @@ async def test_one_shared_worker_serves_every_session(
     audio_model: SmartTurn, scorer: WhisperTextTurn, piper: PiperTTS
 ) -> None:
     n = 3
-    queue = InferenceQueue()
-    combined = SmartTurnText(audio_model, scorer, queue=queue)
+    queue, text_queue = InferenceQueue(), InferenceQueue()
+    combined = SmartTurnText(audio_model, scorer, queue=queue, text_queue=text_queue)
     rate = piper.sample_rate
     speech = await synth(piper, COMPLETE[1])
     audio = np.concatenate([quiet(0.2, rate), speech, quiet(0.3, rate)])
@@ -159,7 +159,9 @@ async def test_one_shared_worker_serves_every_session(
             d.push(AudioFrame(audio[i : i + step], rate))
     assert all(len(r.futures) == 1 for r in recorders)
     await asyncio.gather(*(asyncio.wrap_future(r.futures[0]) for r in recorders))
+    # One Smart Turn worker and one text lane served every session, one question each.
     assert queue.served == n and queue.pending == 0
+    assert text_queue.served == n and text_queue.pending == 0
     ends = [[e for e in d.push(AudioFrame(quiet(0.02, rate), rate))] for d in detectors]
     assert all(len(e) == 1 and isinstance(e[0], SpeechEnd) for e in ends), ends
     # Every text scorer made in a process shares the one loaded Whisper (no second copy).
@@ -181,6 +183,8 @@ def test_a_failing_text_scorer_leaves_the_decision_to_smart_turn(
         second = combined.verdict(clip, 16000)
     assert first.text is None and first.probability == first.audio
     assert second.probability == audio_model.probability(clip, 16000)
+    # The same through the detector's path (both lanes at once).
+    assert combined.predict(clip, 16000).result(timeout=60) == second.probability
     assert len([r for r in caplog.records if "text end-of-turn" in r.message]) == 1
 
 

@@ -18,7 +18,7 @@ from .default import (
 )
 from .model import SmartTurn
 from .queue import EndOfTurnBusyError, InferenceQueue, shared_queue
-from .text import SmartTurnText, TextScorer, TurnVerdict
+from .text import SmartTurnText, TextScorer, TurnVerdict, shared_text_queue
 
 __all__ = [
     "MODEL_ENV",
@@ -33,5 +33,6 @@ __all__ = [
     "configured_model_path",
     "default_turn_options",
     "shared_queue",
+    "shared_text_queue",
     "smart_turn_options",
 ]
