@@ -347,7 +347,7 @@ async def main_async(
         (f"Smart Turn, threshold {t}", dataclasses.replace(smart, end_of_turn_threshold=t))
         for t in CUTOFF_THRESHOLDS
     ]
-    cut_rules.append(("Smart Turn + text (default bounds)", offline_text.combined(smart)))
+    cut_rules.append(("Smart Turn + text (the default)", offline_text.combined(smart)))
     cut_rules += [
         (f"Smart Turn + text, veto below {b}", offline_text.combined(smart, unfinished_below=b))
         for b in offline_text.VETO_BOUNDS
