@@ -188,11 +188,24 @@ def test_a_failing_text_scorer_leaves_the_decision_to_smart_turn(
     assert len([r for r in caplog.records if "text end-of-turn" in r.message]) == 1
 
 
-def test_the_default_adds_the_text_score_only_where_whisper_is_installed(
+async def test_the_default_adds_the_text_score_only_where_the_call_has_whisper(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from duplex.agents.testing import ScriptedBackend
+    from duplex.backends.cascade import CascadeBackend, EchoLLM
+    from duplex.plugins.whisper import WhisperSTT
+
     monkeypatch.delenv(TEXT_ENV, raising=False)
-    with_whisper = default_turn_options()
+    stt = WhisperSTT()
+    await stt.load()
+    cascade = default_turn_options(CascadeBackend(stt, EchoLLM(), PiperTTS()))
+    assert cascade is not None and isinstance(cascade.end_of_turn, SmartTurnText)
+    text_model = cascade.end_of_turn.text_model
+    assert isinstance(text_model, WhisperTextTurn) and text_model.model is stt.model
+    # A backend without local speech-to-text (OpenAI, a scripted one) keeps Smart Turn alone.
+    remote = default_turn_options(ScriptedBackend([]))
+    assert remote is not None and type(remote.end_of_turn) is SmartTurn
+    with_whisper = default_turn_options()  # no backend named: wherever Whisper is installed
     assert with_whisper is not None and isinstance(with_whisper.end_of_turn, SmartTurnText)
     monkeypatch.setitem(sys.modules, "duplex.plugins.whisper.turn", None)  # not installed
     without = default_turn_options()

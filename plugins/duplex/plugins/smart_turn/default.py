@@ -64,17 +64,27 @@ def smart_turn_options() -> TurnOptions | None:
     return TurnOptions(end_of_turn=SmartTurn(path), end_of_turn_pause_ms=DEFAULT_PAUSE_MS)
 
 
-def default_turn_options() -> TurnOptions | None:
-    """Smart Turn, with Whisper's text score where Whisper is installed; None without Smart Turn."""
+def default_turn_options(backend: object | None = None) -> TurnOptions | None:
+    """Smart Turn, with Whisper's text score where the call has Whisper; None without Smart Turn.
+
+    With a ``backend``, the text score joins only when its speech-to-text is the
+    local `WhisperSTT` (the cascade's offline default): that model is loaded already,
+    and is shared. Other backends (OpenAI, a server STT) keep Smart Turn alone rather
+    than load Whisper for this. Without one, it joins wherever Whisper is installed.
+    """
     options = smart_turn_options()
     if options is None or not isinstance(options.end_of_turn, SmartTurn):
         return options
     if os.environ.get(TEXT_ENV, "on").strip().lower() in _OFF:
         return options
     try:
+        from duplex.plugins.whisper import WhisperSTT
         from duplex.plugins.whisper.turn import WhisperTextTurn
 
-        text = WhisperTextTurn()
+        stt = getattr(backend, "stt", None)
+        if backend is not None and not isinstance(stt, WhisperSTT):
+            return options
+        text = WhisperTextTurn.sharing(stt) if isinstance(stt, WhisperSTT) else WhisperTextTurn()
     except ImportError:  # the whisper extra is not installed: Smart Turn alone
         return options
     except Exception as e:  # a broken Whisper install must not stop calls from starting

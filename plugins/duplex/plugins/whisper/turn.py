@@ -21,12 +21,15 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .model import RATE, load_whisper, transcribe_clip
+
+if TYPE_CHECKING:
+    from .stt import WhisperSTT
 
 #: Trailing characters Whisper adds that would give the answer away.
 _TRAILING = re.compile(r"[\s.?!,;:…\-]+$")
@@ -62,11 +65,19 @@ class WhisperTextTurn:
         model_path: str | Path | None = None,
         *,
         window_s: float = 4.0,
+        device: str = "cpu",
+        compute_type: str = "int8",
         cpu_threads: int = 2,
         num_workers: int = 2,
     ) -> None:
         # The same arguments as WhisperSTT's defaults, so both share one loaded model.
-        self.model = load_whisper(model_path, cpu_threads=cpu_threads, num_workers=num_workers)
+        self.model = load_whisper(
+            model_path,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+        )
         self.window_s = window_s
         from faster_whisper.tokenizer import Tokenizer
 
@@ -78,6 +89,18 @@ class WhisperTextTurn:
         )
         self._end_ids = [self._single_token(s) for s in (".", "?", "!")]
         self._context = _context_encoding(self.model)
+
+    @classmethod
+    def sharing(cls, stt: WhisperSTT, **options: float) -> WhisperTextTurn:
+        """A scorer on the model ``stt`` loads (the same settings, so no second copy)."""
+        return cls(
+            stt.model_path,
+            device=stt.device,
+            compute_type=stt.compute_type,
+            cpu_threads=stt.cpu_threads,
+            num_workers=2,  # as WhisperSTT loads it: one worker per lane
+            **options,
+        )
 
     def _single_token(self, s: str) -> int:
         ids = self._tokenizer.encode(s)
