@@ -5,7 +5,8 @@ wall time the caller's last word was delivered to the session's input (audio is
 fed in real time, 20 ms frames on absolute deadlines), and the wall time the
 session handed the reply's first frame to the transport's output. 1, 2, 4 and 8
 callers talk at once, in one process (as one server would host them), with the
-500 ms silence rule and with the Smart Turn model. Every level also records the
+500 ms silence rule, with the Smart Turn model, and with Smart Turn combined with
+Whisper's text end-of-turn score (`offline_text`). Every level also records the
 CPU the process used per caller, and a cumulative profile of each turn (end of
 speech -> turn committed -> final transcript -> first synthesised audio ->
 transport) from timing wrappers around the stages. Then the false cut-off
@@ -37,7 +38,7 @@ from duplex.agents.stages import STT, TTS, PartialCallback, STTSession, STTUtter
 from duplex.agents.testing.memory import MemoryAudioInput
 from duplex.agents.vad import TurnOptions
 
-from . import offline_cutoff, offline_stt, offline_words
+from . import offline_cutoff, offline_stt, offline_text, offline_words
 from .offline_speech import COMPLETE, PAUSED, RATE, Utterance, synthesize, synthesize_midflow
 
 Stages = tuple[STT, TTS]
@@ -298,10 +299,10 @@ async def main_async(
     out: Path,
     stt_section: bool = True,
     cutoffs: bool = True,
-    rules: tuple[str, ...] = ("silence 500 ms", "Smart Turn"),
+    rules: tuple[str, ...] = ("silence 500 ms", "Smart Turn", "Smart Turn + text"),
 ) -> Path:
     from duplex.plugins.piper import PiperTTS
-    from duplex.plugins.smart_turn import SmartTurn, default_turn_options
+    from duplex.plugins.smart_turn import SmartTurn, smart_turn_options
     from duplex.plugins.whisper import WhisperSTT
 
     print("synthesising the caller's sentences...", flush=True)
@@ -316,12 +317,14 @@ async def main_async(
     )
     stt, tts = WhisperSTT(), PiperTTS()
     await asyncio.gather(stt.prepare(), tts.prepare())
-    smart = default_turn_options()  # what a command gives a session: Smart Turn where installed
+    smart = smart_turn_options()  # Smart Turn alone, as a command gave it before the text score
     if smart is None:
         raise SystemExit("the offline section needs Smart Turn: pip install '.[smart_turn]'")
     started = time.monotonic()
     rows: list[Level] = []
-    for label, turn in (("silence 500 ms", TurnOptions()), ("Smart Turn", smart)):
+    latency_rules = [("silence 500 ms", TurnOptions()), ("Smart Turn", smart)]
+    latency_rules.append(("Smart Turn + text", offline_text.combined(smart)))
+    for label, turn in latency_rules:
         if label not in rules:
             continue
         for n in levels:
@@ -339,10 +342,15 @@ async def main_async(
         print(md)
         return out
     print("false cut-offs...", flush=True)
-    cut_rules = [("silence 500 ms", TurnOptions()), ("Smart Turn (default)", smart)]
+    cut_rules = [("silence 500 ms", TurnOptions()), ("Smart Turn alone", smart)]
     cut_rules += [
         (f"Smart Turn, threshold {t}", dataclasses.replace(smart, end_of_turn_threshold=t))
         for t in CUTOFF_THRESHOLDS
+    ]
+    cut_rules.append(("Smart Turn + text (the default)", offline_text.combined(smart)))
+    cut_rules += [
+        (f"Smart Turn + text, veto below {b}", offline_text.combined(smart, unfinished_below=b))
+        for b in offline_text.VETO_BOUNDS
     ]
     cuts = []
     for label, turn in cut_rules:
@@ -354,11 +362,13 @@ async def main_async(
     print(alone, flush=True)
     words = await offline_words.table(smart.end_of_turn or raw, paused, complete)
     print(words, flush=True)
+    text = await offline_text.table(smart, paused, complete)
+    print(text, flush=True)
     md = _markdown(
         rows,
         stt_rows,
         cuts,
-        alone + "\n\n" + _WORDS_INTRO + words,
+        alone + "\n\n" + _WORDS_INTRO + words + "\n\n" + offline_text.INTRO + text,
         tuple(paused),
         time.monotonic() - started,
         quick,
@@ -415,7 +425,7 @@ row: above ~2 on these 2 cores other work inflates the figures.
 {len(PAUSED)} sentences with a hesitation of 0.8 and 1.2 s, each pause made two ways
 (`bench/offline_speech.py`: *comma* = Piper's phrase break, often phrase-final
 pitch; *mid-flow* = silence inserted into the fluent sentence), and
-{len(COMPLETE)} complete sentences. Cut off with the default Smart Turn options: {cut_list}.
+{len(COMPLETE)} complete sentences. Cut off by Smart Turn alone: {cut_list}.
 
 ### The model alone
 
@@ -438,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--latency-only",
-        choices=["both", "silence", "smart"],
-        help="only the latency table, for one rule or both (for profiling)",
+        choices=["both", "silence", "smart", "text"],
+        help="only the latency table, for one rule or all (for profiling)",
     )
     parser.add_argument(
         "--no-renice", action="store_true", help="do not raise the benchmark's priority"
@@ -452,9 +462,11 @@ def main(argv: list[str] | None = None) -> int:
             os.nice(-10)
     levels = [] if args.cutoffs_only else args.levels
     only = args.latency_only
-    rules = {"silence": ("silence 500 ms",), "smart": ("Smart Turn",)}.get(
-        only or "both", ("silence 500 ms", "Smart Turn")
-    )
+    rules = {
+        "silence": ("silence 500 ms",),
+        "smart": ("Smart Turn",),
+        "text": ("Smart Turn + text",),
+    }.get(only or "both", ("silence 500 ms", "Smart Turn", "Smart Turn + text"))
     path = asyncio.run(
         main_async(
             args.quick,

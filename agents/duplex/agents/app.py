@@ -153,7 +153,7 @@ class AppSpec:
         if "vad" not in session_options and self.kind != "create_session":
             session_options = {**session_options, "vad": default_vad()}
             if "turn" not in session_options:
-                turn = default_turn()
+                turn = default_turn(backend)
                 if turn is not None:
                     session_options["turn"] = turn
         if self.kind == "entrypoint":
@@ -479,17 +479,19 @@ def default_vad() -> Any | None:
 _turn_logged = False
 
 
-def default_turn() -> TurnOptions | None:
+def default_turn(backend: object | None = None) -> TurnOptions | None:
     """Turn options with the Smart Turn end-of-turn model where installed, else None.
 
-    None keeps the session's silence rule; which one applies is logged once (INFO).
+    ``backend`` (the call's) lets the model choose what it can use, e.g. text from a
+    local speech-to-text model. None keeps the session's silence rule; which one
+    applies is logged once (INFO).
     """
     global _turn_logged
     options: TurnOptions | None = None
     for ep in entry_points(group=TURN_GROUP):
         if ep.name == DEFAULT_TURN:
             try:
-                options = ep.load()()
+                options = ep.load()(backend)
             except ImportError:
                 options = None
             except Exception as e:  # a broken model file must not stop calls from starting

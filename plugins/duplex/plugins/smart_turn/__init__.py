@@ -9,17 +9,30 @@ turn detector: ``TurnOptions(end_of_turn=SmartTurn())``.
 from __future__ import annotations
 
 from ._model import bundled_model_path
-from .default import MODEL_ENV, configured_model_path, default_turn_options
+from .default import (
+    MODEL_ENV,
+    TEXT_ENV,
+    configured_model_path,
+    default_turn_options,
+    smart_turn_options,
+)
 from .model import SmartTurn
 from .queue import EndOfTurnBusyError, InferenceQueue, shared_queue
+from .text import SmartTurnText, TextScorer, TurnVerdict, shared_text_queue
 
 __all__ = [
     "MODEL_ENV",
+    "TEXT_ENV",
     "EndOfTurnBusyError",
     "InferenceQueue",
     "SmartTurn",
+    "SmartTurnText",
+    "TextScorer",
+    "TurnVerdict",
     "bundled_model_path",
     "configured_model_path",
     "default_turn_options",
     "shared_queue",
+    "shared_text_queue",
+    "smart_turn_options",
 ]
