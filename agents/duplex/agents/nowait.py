@@ -25,20 +25,27 @@ class Suspended:
 
     async def finish(self) -> None:
         """Drive it to its end, as a Task does: once the future is done, sending None
-        resumes the coroutine, which reads the result (or exception) itself. The future
-        is waited on with `asyncio.wait`, which does not await it (awaiting it a second
-        time is an error). A cancel is thrown into the coroutine so it can clean up."""
+        resumes the coroutine, which reads the result (or exception) itself.
+
+        The future is awaited here directly (one wake-up, as the Task would have had);
+        its outcome is the coroutine's to read, so it is not raised here. A cancel of
+        the task running this cancels that future, as it would have in a Task; a cancel
+        that arrives once the future is done is thrown into the coroutine instead.
+        """
         coro, waiting_on = self.coro, self.waiting_on
         try:
             while True:
-                try:
-                    if waiting_on is None:
-                        await asyncio.sleep(0)
-                    else:
-                        await asyncio.wait((waiting_on,))
-                except asyncio.CancelledError:
-                    coro.throw(asyncio.CancelledError())  # lets it clean up; raises in turn
-                    raise
+                if waiting_on is None:
+                    await asyncio.sleep(0)
+                else:
+                    try:
+                        await waiting_on
+                    except asyncio.CancelledError:
+                        if not waiting_on.cancelled():
+                            coro.throw(asyncio.CancelledError())  # lets it clean up; raises
+                            raise
+                    except Exception:  # its outcome: the coroutine reads it itself
+                        pass
                 waiting_on = coro.send(None)
                 _taken(waiting_on)
         except StopIteration:
