@@ -82,8 +82,12 @@ async def test_write_applies_back_pressure() -> None:
     await asyncio.sleep(0)
     assert not blocked.done()
     await track.recv()
+    await asyncio.sleep(0)
+    assert not blocked.done()  # a full buffer wakes its writer once drained to half
+    for _ in range(2):
+        await track.recv()
     await asyncio.wait_for(blocked, 1)
-    assert track.buffered_ms == 100
+    assert track.buffered_ms == 60
     track.stop()
 
 

@@ -15,6 +15,11 @@ heard position, so "heard" never counts audio that was dropped. `pause` holds
 playback where it is (the transport plays silence) and `resume` continues from
 there; this is how a false interruption costs the caller nothing.
 
+A writer that finds the buffer full waits until it has drained to half its capacity
+(or empty), then refills it in one go: with a 200 ms WebRTC buffer and 20 ms pulls
+that is one writer wake-up per 100 ms instead of one per frame, and the transport
+still has at least half the buffer queued when the writer is woken.
+
 `pull` may run on a device thread (the console's PortAudio callback): the sample
 queue is guarded by a lock and the asyncio events are only touched on the loop.
 """
@@ -53,6 +58,8 @@ class OutputBuffer:
         #: Heard comes only from `report_played` (the sink knows when audio was heard).
         self.sink_reports = sink_reports
         self._capacity = max(1, round(capacity_ms * sample_rate / 1000.0))
+        #: A full buffer's writer is woken at this level (or empty).
+        self._low_water = self._capacity // 2
         self._lock = threading.Lock()
         self._chunks: deque[Int16Array] = deque()
         self._buffered = 0  # samples in _chunks
@@ -260,7 +267,7 @@ class OutputBuffer:
                 loop.call_soon_threadsafe(self._notify)
 
     def _notify(self) -> None:
-        if self._buffered == 0 or self._buffered < self._capacity or self._closed:
+        if self._buffered <= self._low_water or self._closed:
             self._space.set()
         if self._written == self._heard or self._closed:
             self._drained.set()

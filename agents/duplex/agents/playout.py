@@ -5,6 +5,12 @@ buffer says how much of that axis the caller has heard (written minus not yet
 heard), so the heard milliseconds of an item are the overlap of its span with
 the heard part. Back-pressure from `AudioOutput.write` paces it; `stop` cancels
 the pending write and clears the transport, `pause`/`resume` hold it.
+
+While its task is idle (nothing queued, no write waiting), a frame is written
+straight from `push`: an output with room takes it without a task switch, and the
+first frame of a reply reaches the transport in the same callback that decoded it
+instead of one event-loop pass later. Only a write the output makes wait goes to
+the task, and every later frame queues behind it, so frames keep their order.
 """
 
 from __future__ import annotations
@@ -17,11 +23,25 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import nowait
 from .audio import AudioFrame, FrameChunker
 from .resample import Resampler
 from .transport import AudioOutput
 
 _END = object()
+
+
+class _Waiting:
+    """A frame whose write `push` started and the output made wait: the task finishes it."""
+
+    __slots__ = ("frame", "item_id", "write")
+
+    def __init__(self, item_id: str, frame: AudioFrame, write: nowait.Suspended) -> None:
+        self.item_id = item_id
+        self.frame = frame
+        self.write = write
+
+
 #: Spans kept for items whose reply is settled (their heard ms was read long ago).
 _MAX_SPANS = 64
 
@@ -40,8 +60,10 @@ class Playout:
         self.output = output
         self._resampler = Resampler(source_rate, output.sample_rate)
         self._chunker = FrameChunker(output.sample_rate, output.channels, output.frame_ms)
-        self._queue: asyncio.Queue[tuple[str, AudioFrame] | object] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, AudioFrame] | _Waiting | object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        #: The task waits on an empty queue: a frame may be written straight from `push`.
+        self._parked = False
         self._on_item_started = on_item_started
         self._on_idle = on_idle
         self._last_item: str | None = None
@@ -59,6 +81,7 @@ class Playout:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
+        self._parked = False
         if task is None:
             return
         # Cancelled until it ends: on Python 3.11 an `asyncio.wait_for` inside an output's
@@ -121,6 +144,7 @@ class Playout:
 
         Items keep the spans they were heard for, so `heard_ms` stays right after a stop.
         """
+        self._parked = False
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -155,7 +179,12 @@ class Playout:
         self._chunker.clear()
         self._last_item = None
         self._pending_end = 0
+        while not self._queue.empty():
+            entry = self._queue.get_nowait()
+            if isinstance(entry, _Waiting):
+                entry.write.close()  # its audio belongs to the cut reply
         self._queue = asyncio.Queue()
+        self._parked = False
         self._idle.set()
 
     def _flush_item(self, item_id: str) -> None:
@@ -164,7 +193,8 @@ class Playout:
             self._enqueue(item_id, tail)
         rest = self._chunker.flush(pad=True)
         if rest is not None:
-            self._queue.put_nowait((item_id, rest))
+            self._idle.clear()
+            self._submit(item_id, rest)
 
     def _enqueue(self, item_id: str, frame: AudioFrame) -> None:
         if self.output.channels != frame.channels:
@@ -176,7 +206,22 @@ class Playout:
             )
         for chunk in self._chunker.push(frame):
             self._idle.clear()
-            self._queue.put_nowait((item_id, chunk))
+            self._submit(item_id, chunk)
+
+    def _submit(self, item_id: str, frame: AudioFrame) -> None:
+        """Write now when nothing is ahead of this frame, else queue it for the task."""
+        if not (self._parked and self._queue.empty()):
+            self._queue.put_nowait((item_id, frame))
+            return
+        waiting = nowait.start(self.output.write(frame))
+        if waiting is None:
+            self._written(item_id, frame)
+        else:
+            self._queue.put_nowait(_Waiting(item_id, frame, waiting))
+
+    def _written(self, item_id: str, frame: AudioFrame) -> None:
+        if self._wrote(item_id, frame.duration_ms) and self._on_item_started is not None:
+            self._on_item_started(item_id, time.monotonic())
 
     def _wrote(self, item_id: str, ms: float) -> bool:
         """Account a written frame; True when it is the item's first."""
@@ -192,7 +237,9 @@ class Playout:
 
     async def _run(self) -> None:
         while True:
+            self._parked = True  # observed only if `get` suspends (the queue is empty)
             entry = await self._queue.get()
+            self._parked = False
             if entry is _END:
                 self._pending_end -= 1
                 if self._pending_end <= 0 and self._queue.empty():
@@ -202,9 +249,12 @@ class Playout:
                         if self._on_idle is not None:
                             self._on_idle()
                 continue
+            self._idle.clear()
+            if isinstance(entry, _Waiting):
+                await entry.write.finish()
+                self._written(entry.item_id, entry.frame)
+                continue
             assert isinstance(entry, tuple)
             item_id, frame = entry
-            self._idle.clear()
             await self.output.write(frame)
-            if self._wrote(item_id, frame.duration_ms) and self._on_item_started is not None:
-                self._on_item_started(item_id, time.monotonic())
+            self._written(item_id, frame)

@@ -99,6 +99,19 @@ CONVERSATION_HANDLERS: dict[str, str] = {
 #: Every server event type handled (GA names; beta names are normalised first).
 HANDLERS: dict[str, str] = {**CONVERSATION_HANDLERS, **RESPONSE_HANDLERS}
 
+#: Deltas of a streaming reply: they change nothing a `SessionState.wait_until` predicate
+#: reads (only a reply's last-event time, which the watchdog re-reads when its deadline
+#: comes), so they wake no waiter. Waking the watchdog and the request sender on every
+#: 50 ms audio delta cost two task switches and a timer per delta per session.
+STREAMING: frozenset[str] = frozenset(
+    {
+        "response.output_audio.delta",
+        "response.output_audio_transcript.delta",
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+    }
+)
+
 
 class Dispatcher:
     def __init__(self, st: SessionState, *, wake_sender: Callable[[], None]) -> None:
@@ -131,7 +144,8 @@ class Dispatcher:
             )
             self.malformed(f"a malformed {etype!r} event ({type(e).__name__})")
         finally:
-            st.changed()
+            if etype not in STREAMING:
+                st.changed()
 
     def malformed(self, what: str) -> None:
         """Report one unusable server event (the session stays up)."""
