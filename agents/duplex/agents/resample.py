@@ -89,7 +89,7 @@ class Resampler:
         if phase >= n:
             return None
         return AudioFrame(
-            np.ascontiguousarray(data[phase::step]),  # a copy: the caller may reuse its buffer
+            data[phase::step].copy(),  # contiguous, and the caller may reuse its buffer
             self.output_rate,
             self.output_channels,
             _checked=True,

@@ -1,10 +1,13 @@
-"""`input_audio_buffer.append` messages: built from a template, merged only when the loop is behind.
+"""`input_audio_buffer.append` messages: built from a template, on a cadence, merged when behind.
 
 One append per 20 ms frame per session is most of what a busy process writes to
-its sockets. While the event loop keeps up, each frame still leaves at once (no
-added latency); when it is late, frames are merged into one append of up to
+its sockets (a loopback send costs more than everything else a frame does). So
+frames leave in appends of ``cadence_ms`` (`DEFAULT_CADENCE_MS`; 40 ms halves the
+writes and holds every other frame up to 20 ms; at 20 ms or less each frame goes
+at once); when the event loop is late, they merge further, into appends of up to
 `MAX_APPEND_MS`, in order, never split or dropped. A frame is held at most until
-that much audio would have arrived at 1x (a timer sees to it if frames stop).
+that much audio would have arrived at 1x (a shared sweep sees to it if frames
+stop), and any other event (a commit) first writes out what is held.
 
 Messages are formatted without a JSON encoder: base64 needs no escaping and the
 event id is ours, so the template is always valid JSON.
@@ -26,6 +29,11 @@ if TYPE_CHECKING:
 
 #: The most audio one append carries when frames are merged.
 MAX_APPEND_MS = 60.0
+#: Audio per append while the loop keeps up (at most one 20 ms frame waits for the next).
+DEFAULT_CADENCE_MS = 40.0
+#: How long past its cadence a held frame waits for the next frame before it goes alone
+#: (frames of a busy process arrive with a few ms of jitter).
+CADENCE_GRACE_MS = 10.0
 #: Audio that may wait for a slow socket; past it the oldest goes (newest audio wins).
 MAX_QUEUED_MS = 10_000.0
 #: The loop counts as behind when its timers run this late (seconds). Merging adds up
@@ -48,8 +56,16 @@ class AppendQueue:
     connection's `send` empties it first, so appends never pass a later event.
     """
 
-    def __init__(self, conn: Connection, lag: LoopLag | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        lag: LoopLag | None = None,
+        *,
+        cadence_ms: float = DEFAULT_CADENCE_MS,
+    ) -> None:
         self._conn = conn
+        #: Audio per append while the loop is on time (<= one frame: each frame at once).
+        self.cadence_ms = cadence_ms
         self._lag = lag or loop_lag()
         self._pieces: deque[tuple[bytes, float]] = deque()
         self._ms = 0.0
@@ -81,13 +97,23 @@ class AppendQueue:
                 self._ms -= (old := self._pieces.popleft()[1])
                 self.dropped_ms += old
             self._flush_later()
-        elif self._ms + _EPS >= MAX_APPEND_MS or not self._lag.behind(BEHIND_S):
+        elif self._ms + _EPS >= MAX_APPEND_MS:
             self.write_ready()
-        elif self._due_at is None:
-            # Behind: wait for more, but no longer than MAX_APPEND_MS of audio takes at 1x
-            # (checked by one shared sweep per loop: no timer per batch).
+        else:
+            behind = self._lag.behind(BEHIND_S)
+            if not behind and self._ms + _EPS >= self.cadence_ms:
+                self.write_ready()
+                return
+            if self._due_at is not None:
+                return
+            # Wait for the next frame(s), but no longer than the rest of the append takes
+            # to arrive at 1x: the cadence's (plus a little grace) while on time, else up
+            # to MAX_APPEND_MS (checked by one shared sweep per loop: no timer per batch).
+            wait_ms = MAX_APPEND_MS - self._ms
+            if not behind:
+                wait_ms = min(wait_ms, self.cadence_ms - self._ms + CADENCE_GRACE_MS)
             loop = asyncio.get_running_loop()
-            self._due_at = loop.time() + (MAX_APPEND_MS - self._ms) / 1000.0
+            self._due_at = loop.time() + wait_ms / 1000.0
             _sweeper(loop).watch(self)
 
     def write_ready(self) -> None:

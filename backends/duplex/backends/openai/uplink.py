@@ -97,6 +97,7 @@ class AudioUplink:
 
     def _adopt(self, conn: Connection) -> None:
         """Audio left queued on the previous socket goes first, held like any outage's."""
+        conn.audio.cadence_ms = self._opts.append_cadence_ms
         old, self._conn = self._conn, conn
         if old is not None:
             self._hold_front(old.audio.take_unsent())
