@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from .audio import AudioFrame
+from .audio import AudioFrame, trusted_frame
 from .errors import AudioFormatError
 
 #: soxr quality for live paths: no block buffering, so nothing is held back.
@@ -57,11 +57,9 @@ class Resampler:
             self._stream = soxr.ResampleStream(
                 input_rate, output_rate, output_channels, dtype="int16", quality=quality
             )
-
-    @property
-    def passthrough(self) -> bool:
-        return (
-            self._stream is None and not self._step and self.input_channels == self.output_channels
+        #: Frames come out as they go in (same rate and layout): callers may skip `push`.
+        self.passthrough = (
+            self._stream is None and not self._step and input_channels == output_channels
         )
 
     def push(self, frame: AudioFrame) -> AudioFrame | None:
@@ -88,12 +86,8 @@ class Resampler:
         self._phase = (phase - n) % step  # the next kept sample, counted into the next chunk
         if phase >= n:
             return None
-        return AudioFrame(
-            data[phase::step].copy(),  # contiguous, and the caller may reuse its buffer
-            self.output_rate,
-            self.output_channels,
-            _checked=True,
-        )
+        # a copy: contiguous, and the caller may reuse its buffer
+        return trusted_frame(data[phase::step].copy(), self.output_rate, self.output_channels)
 
     def flush(self) -> AudioFrame | None:
         """The filter's tail at the end of a stream."""
@@ -119,9 +113,8 @@ class Resampler:
     def _wrap(self, out: np.ndarray) -> AudioFrame | None:
         if out.size == 0:
             return None
-        return AudioFrame(
+        return trusted_frame(
             out.astype(np.int16, copy=False).reshape(-1, self.output_channels),
             self.output_rate,
             self.output_channels,
-            _checked=True,
         )

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
+import secrets
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING
@@ -42,6 +44,15 @@ BEHIND_S = 0.015
 _EPS = 1e-6
 
 _TEMPLATE = '{"event_id":"%s","type":"input_audio_buffer.append","audio":"%s"}'
+
+#: Event ids: a random per-process prefix and a counter (unique in the process, cheap;
+#: uuid4 per 20 ms append was measurable at scale). Every event of the backend uses them.
+_ID_PREFIX = f"evt_{secrets.token_hex(6)}_"
+_ids = itertools.count(1)
+
+
+def new_event_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):x}"
 
 
 def append_message(event_id: str, payload: bytes) -> str:
@@ -71,6 +82,7 @@ class AppendQueue:
         self._ms = 0.0
         self._due_at: float | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._sweeper: _Sweeper | None = None
         #: Appends written, and how many of them carried more than one frame.
         self.sent = 0
         self.merged = 0
@@ -112,9 +124,11 @@ class AppendQueue:
             wait_ms = MAX_APPEND_MS - self._ms
             if not behind:
                 wait_ms = min(wait_ms, self.cadence_ms - self._ms + CADENCE_GRACE_MS)
-            loop = asyncio.get_running_loop()
-            self._due_at = loop.time() + wait_ms / 1000.0
-            _sweeper(loop).watch(self)
+            sweeper = self._sweeper
+            if sweeper is None:
+                sweeper = self._sweeper = _sweeper(asyncio.get_running_loop())
+            self._due_at = sweeper.time() + wait_ms / 1000.0
+            sweeper.watch(self)
 
     def write_ready(self) -> None:
         """Write what is queued while the connection takes writes without waiting."""
@@ -145,8 +159,6 @@ class AppendQueue:
         self._ms += sum(ms for _, ms in group)
 
     def format(self, group: list[tuple[bytes, float]]) -> str:
-        from .connection import new_event_id
-
         self.sent += 1
         if len(group) > 1:
             self.merged += 1
@@ -203,6 +215,9 @@ class _Sweeper:
         self._loop = loop
         self._queues: set[AppendQueue] = set()
         self._handle: asyncio.TimerHandle | None = None
+
+    def time(self) -> float:
+        return self._loop.time()
 
     def watch(self, q: AppendQueue) -> None:
         self._queues.add(q)
