@@ -234,3 +234,24 @@ def test_cadence_is_validated() -> None:
 
     with pytest.raises(ConfigurationError, match="append_cadence_ms"):
         OpenAIRealtime(base_url="http://127.0.0.1:9/v1", api_key="k", env={}, append_cadence_ms=80)
+
+
+async def test_a_20ms_cadence_sends_frames_pushed_together_one_by_one(
+    server: RealtimeTestServer,
+) -> None:
+    """The option reaches the connection: the same pairs as above leave as single frames."""
+    session = await connect(server, append_cadence_ms=20)
+    audio = signal(20)
+    frames = frames_of(audio)
+    for i in range(0, len(frames), 2):
+        assert session.push_audio_nowait(frames[i])
+        assert session.push_audio_nowait(frames[i + 1])
+        await server.wait_until(
+            lambda: sum(len(a) for a in appended(server)) >= (i + 2) * FRAME,  # noqa: B023
+            5.0,
+        )
+    got = await received_all(server, len(audio))
+    assert np.array_equal(np.concatenate(got), audio)
+    # one frame per append (a pair merges only if the loop happened to be 15 ms late)
+    assert sum(len(a) == FRAME for a in got) > len(frames) // 2
+    await session.aclose()
