@@ -1,5 +1,5 @@
 """Caller audio over the wire: every sample arrives once and in order, in appends of at most
-60 ms; appends of the cadence (one frame at 20 ms, two at the default 40 ms) while the loop
+60 ms; appends of the cadence (one frame at the default 20 ms, two at 40 ms) while the loop
 keeps up, merged further only while it is behind (a stalled loop, a slow socket). The test
 server validates every append against the SDK's schema."""
 
@@ -74,10 +74,8 @@ async def received_all(server: RealtimeTestServer, samples: int) -> list[npt.NDA
     return appended(server)
 
 
-async def test_idle_loop_sends_each_frame_at_once_at_a_20ms_cadence(
-    server: RealtimeTestServer,
-) -> None:
-    session = await connect(server, append_cadence_ms=20)
+async def test_idle_loop_sends_each_frame_at_once_by_default(server: RealtimeTestServer) -> None:
+    session = await connect(server)
     audio = signal(25)
     for frame in frames_of(audio):
         assert session.push_audio_nowait(frame)
@@ -183,10 +181,10 @@ async def test_large_frames_are_cut_to_at_most_60ms(server: RealtimeTestServer) 
     await session.aclose()
 
 
-async def test_default_cadence_sends_two_frames_per_append_in_order(
+async def test_a_40ms_cadence_sends_two_frames_per_append_in_order(
     server: RealtimeTestServer,
 ) -> None:
-    session = await connect(server)
+    session = await connect(server, append_cadence_ms=40)
     audio = signal(20)
     frames = frames_of(audio)
     for i in range(0, len(frames), 2):
@@ -215,7 +213,8 @@ async def test_a_held_frame_leaves_alone_when_no_partner_comes(server: RealtimeT
 async def test_a_frame_held_for_the_cadence_goes_before_the_commit(
     server: RealtimeTestServer,
 ) -> None:
-    session = await connect(server)  # 40 ms: five frames are two appends and one held
+    # 40 ms: five frames are two appends and one held
+    session = await connect(server, append_cadence_ms=40)
     audio = signal(5)
     for frame in frames_of(audio):
         session.push_audio_nowait(frame)
@@ -239,7 +238,7 @@ def test_cadence_is_validated() -> None:
 async def test_a_20ms_cadence_sends_frames_pushed_together_one_by_one(
     server: RealtimeTestServer,
 ) -> None:
-    """The option reaches the connection: the same pairs as above leave as single frames."""
+    """At 20 ms (the default) the same pairs as above leave as single frames."""
     session = await connect(server, append_cadence_ms=20)
     audio = signal(20)
     frames = frames_of(audio)

@@ -1,10 +1,12 @@
 """`input_audio_buffer.append` messages: built from a template, on a cadence, merged when behind.
 
 One append per 20 ms frame per session is most of what a busy process writes to
-its sockets (a loopback send costs more than everything else a frame does). So
-frames leave in appends of ``cadence_ms`` (`DEFAULT_CADENCE_MS`; 40 ms halves the
-writes and holds every other frame up to 20 ms; at 20 ms or less each frame goes
-at once); when the event loop is late, they merge further, into appends of up to
+its sockets. Frames leave in appends of ``cadence_ms``: at the default 20 ms (or
+less) each frame goes at once; 40 ms halves the writes and holds every other frame
+up to 20 ms. Measured on loopback, halving the writes saves next to nothing: a
+send costs in proportion to its bytes (18.6 us for 40 ms vs 10.9 us for 20 ms),
+so the default keeps the latency. When the event loop is late, frames merge
+further, into appends of up to
 `MAX_APPEND_MS`, in order, never split or dropped. A frame is held at most until
 that much audio would have arrived at 1x (a shared sweep sees to it if frames
 stop), and any other event (a commit) first writes out what is held.
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 
 #: The most audio one append carries when frames are merged.
 MAX_APPEND_MS = 60.0
-#: Audio per append while the loop keeps up (at most one 20 ms frame waits for the next).
-DEFAULT_CADENCE_MS = 40.0
+#: Audio per append while the loop keeps up: one 20 ms frame, sent at once (see above).
+DEFAULT_CADENCE_MS = 20.0
 #: How long past its cadence a held frame waits for the next frame before it goes alone
 #: (frames of a busy process arrive with a few ms of jitter).
 CADENCE_GRACE_MS = 10.0

@@ -71,7 +71,7 @@ class OpenAIRealtime(Backend):
         heartbeat_s: float | None = 15.0,
         reply_start_timeout: float | None = 20.0,
         reply_idle_timeout: float | None = 30.0,
-        append_cadence_ms: float = 40.0,
+        append_cadence_ms: float = 20.0,
         base_url: str | None = None,
         api_key: str | None = None,
         env: Mapping[str, str] | None = None,

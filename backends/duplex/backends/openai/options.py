@@ -153,7 +153,7 @@ class RealtimeOptions:
     reply_idle_timeout: float | None = 30.0
     #: Caller audio per `input_audio_buffer.append` while the loop keeps up (ms); at or
     #: below the frame length every frame leaves at once. See `appends.DEFAULT_CADENCE_MS`.
-    append_cadence_ms: float = 40.0
+    append_cadence_ms: float = 20.0
 
     def validate(self) -> None:
         if not self.model or not isinstance(self.model, str):
