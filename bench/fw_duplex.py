@@ -8,6 +8,7 @@ WebRTC outputs) and ``clear()`` stops it at once.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -65,10 +66,14 @@ class DuplexCall:
 
     def __init__(self, url: str, sid: str, clock: PlayoutClock, variant: str) -> None:
         self.transport = BenchTransport(clock)
-        backend = OpenAIRealtime(
-            base_url=url, api_key="sk-bench", model=sid, env={}, max_session_duration=None
-        )
         kwargs: dict[str, Any] = {}
+        cadence = os.environ.get("BENCH_APPEND_CADENCE_MS")  # A/B of the append cadence
+        if cadence:
+            kwargs["append_cadence_ms"] = float(cadence)
+        backend = OpenAIRealtime(
+            base_url=url, api_key="sk-bench", model=sid, env={}, max_session_duration=None, **kwargs
+        )
+        kwargs = {}
         if variant == "local_vad":
             from duplex.plugins.webrtcvad import WebRTCVAD
 

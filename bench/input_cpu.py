@@ -1,6 +1,6 @@
 """CPU per caller frame through duplex's input path, in CPU time (robust on a busy machine).
 
-``python -m bench.input_cpu [--sessions 20] [--frames 1000] [--uvloop]``
+``python -m bench.input_cpu [--sessions 20] [--frames 1000] [--uvloop] [--cadence MS]``
 
 N `AgentSession`s with `OpenAIRealtime` (against the benchmark server, in its own
 process) and `WebRTCVAD`, each fed 48 kHz 20 ms frames of a noise floor through
@@ -17,6 +17,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +27,17 @@ from duplex.backends.openai import OpenAIRealtime
 from duplex.plugins.webrtcvad import WebRTCVAD
 
 
-async def measure(url: str, sessions: int, frames: int) -> float:
+async def measure(url: str, sessions: int, frames: int, cadence_ms: float | None = None) -> float:
     calls: list[tuple[AgentSession, MemoryTransport]] = []
     for i in range(sessions):
+        extra: dict[str, Any] = {} if cadence_ms is None else {"append_cadence_ms": cadence_ms}
         backend = OpenAIRealtime(
-            base_url=url, api_key="sk-bench", model=f"s{i}", env={}, max_session_duration=None
+            base_url=url,
+            api_key="sk-bench",
+            model=f"s{i}",
+            env={},
+            max_session_duration=None,
+            **extra,
         )
         session = AgentSession(agent=Agent(instructions="x"), backend=backend, vad=WebRTCVAD())
         transport = MemoryTransport(input_rate=48000, output_rate=48000)
@@ -61,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--frames", type=int, default=1000, help="frames per session")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (the extra)")
+    parser.add_argument(
+        "--cadence", type=float, default=None, help="append_cadence_ms (default: the backend's)"
+    )
     args = parser.parse_args(argv)
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.server"], stdout=subprocess.PIPE, text=True
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().split()[1])
-        coro = measure(f"http://127.0.0.1:{port}/v1", args.sessions, args.frames)
+        coro = measure(f"http://127.0.0.1:{port}/v1", args.sessions, args.frames, args.cadence)
         if args.uvloop:
             import uvloop
 
@@ -81,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = "uvloop" if args.uvloop else "asyncio"
     print(
         f"input path: {per_frame * 1e6:.1f} us CPU per 20 ms frame "
-        f"({per_frame * 50:.4f} s per session-second) on {loop}, {args.sessions} sessions"
+        f"({per_frame * 50:.4f} s per session-second) on {loop}, {args.sessions} sessions, "
+        f"append cadence {args.cadence if args.cadence is not None else 'default'}"
     )
     return 0
 

@@ -28,9 +28,11 @@ def caller(rate: int = 48000) -> AudioFrame:
 
 
 def resampled(frames: list[AudioFrame], rate: int = 24000) -> npt.NDArray[np.int16]:
-    r = Resampler(frames[0].sample_rate, rate, quality=LOW_LATENCY)
-    out = [r.push(f) for f in frames]
-    return np.concatenate([o.data[:, 0] for o in out if o is not None])
+    """The caller's audio at ``rate``, computed independently of the path: the low-latency
+    resampler at a whole ratio is every k-th sample (tests/test_resample_decimate.py)."""
+    step, rem = divmod(frames[0].sample_rate, rate)
+    assert rem == 0
+    return np.concatenate([f.data[:, 0] for f in frames])[::step]
 
 
 class Recorder:

@@ -1,6 +1,7 @@
 """Caller audio over the wire: every sample arrives once and in order, in appends of at most
-60 ms; one frame per append while the loop keeps up, merged only while it is behind (a stalled
-loop, a slow socket). The test server validates every append against the SDK's schema."""
+60 ms; appends of the cadence (one frame at the default 20 ms, two at 40 ms) while the loop
+keeps up, merged further only while it is behind (a stalled loop, a slow socket). The test
+server validates every append against the SDK's schema."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from duplex.agents.audio import AudioFrame
 from duplex.agents.conversation import Conversation
@@ -59,9 +61,9 @@ def _small_send_buffer(addr: Any) -> socket.socket:
 
 
 async def connect(
-    server: RealtimeTestServer, http: aiohttp.ClientSession | None = None
+    server: RealtimeTestServer, http: aiohttp.ClientSession | None = None, **options: Any
 ) -> OpenAIRealtimeSession:
-    b = backend(server, turn_detection=None, http_session=http)
+    b = backend(server, turn_detection=None, http_session=http, **options)
     session = await b.connect(instructions="", tools=[], conversation=Conversation())
     assert isinstance(session, OpenAIRealtimeSession)
     return session
@@ -72,7 +74,7 @@ async def received_all(server: RealtimeTestServer, samples: int) -> list[npt.NDA
     return appended(server)
 
 
-async def test_idle_loop_sends_each_frame_at_once(server: RealtimeTestServer) -> None:
+async def test_idle_loop_sends_each_frame_at_once_by_default(server: RealtimeTestServer) -> None:
     session = await connect(server)
     audio = signal(25)
     for frame in frames_of(audio):
@@ -176,4 +178,79 @@ async def test_large_frames_are_cut_to_at_most_60ms(server: RealtimeTestServer) 
     got = await received_all(server, len(audio))
     assert max(len(a) for a in got) <= MAX_SAMPLES
     assert np.array_equal(np.concatenate(got), audio)
+    await session.aclose()
+
+
+async def test_a_40ms_cadence_sends_two_frames_per_append_in_order(
+    server: RealtimeTestServer,
+) -> None:
+    session = await connect(server, append_cadence_ms=40)
+    audio = signal(20)
+    frames = frames_of(audio)
+    for i in range(0, len(frames), 2):
+        assert session.push_audio_nowait(frames[i])  # waits for its partner
+        assert session.push_audio_nowait(frames[i + 1])  # 40 ms: both leave now
+        sent = i // 2 + 1
+        await server.wait_until(lambda: len(appended(server)) >= sent, 5.0)  # noqa: B023
+    got = await received_all(server, len(audio))
+    assert [len(a) for a in got] == [2 * FRAME] * 10  # half the messages of one per frame
+    assert np.array_equal(np.concatenate(got), audio)
+    await session.aclose()
+
+
+async def test_a_held_frame_leaves_alone_when_no_partner_comes(server: RealtimeTestServer) -> None:
+    session = await connect(server, append_cadence_ms=60)
+    audio = signal(2)
+    for frame in frames_of(audio):
+        assert session.push_audio_nowait(frame)
+    # the caller stopped sending: the sweep lets the held 40 ms go after its time
+    got = await received_all(server, len(audio))
+    assert [len(a) for a in got] == [2 * FRAME]
+    assert np.array_equal(got[0], audio)
+    await session.aclose()
+
+
+async def test_a_frame_held_for_the_cadence_goes_before_the_commit(
+    server: RealtimeTestServer,
+) -> None:
+    # 40 ms: five frames are two appends and one held
+    session = await connect(server, append_cadence_ms=40)
+    audio = signal(5)
+    for frame in frames_of(audio):
+        session.push_audio_nowait(frame)
+    await session.commit_audio()
+    types = [t for t in server.received_types() if t.startswith("input_audio_buffer")]
+    # (a loop that happens to run late merges more: 2 or 3 appends, the commit always last)
+    assert types[-1] == "input_audio_buffer.commit" and len(types) >= 3
+    assert set(types[:-1]) == {"input_audio_buffer.append"}
+    assert np.array_equal(np.concatenate(appended(server)), audio)
+    await session.aclose()
+
+
+def test_cadence_is_validated() -> None:
+    from duplex.agents.errors import ConfigurationError
+    from duplex.backends.openai import OpenAIRealtime
+
+    with pytest.raises(ConfigurationError, match="append_cadence_ms"):
+        OpenAIRealtime(base_url="http://127.0.0.1:9/v1", api_key="k", env={}, append_cadence_ms=80)
+
+
+async def test_a_20ms_cadence_sends_frames_pushed_together_one_by_one(
+    server: RealtimeTestServer,
+) -> None:
+    """At 20 ms (the default) the same pairs as above leave as single frames."""
+    session = await connect(server, append_cadence_ms=20)
+    audio = signal(20)
+    frames = frames_of(audio)
+    for i in range(0, len(frames), 2):
+        assert session.push_audio_nowait(frames[i])
+        assert session.push_audio_nowait(frames[i + 1])
+        await server.wait_until(
+            lambda: sum(len(a) for a in appended(server)) >= (i + 2) * FRAME,  # noqa: B023
+            5.0,
+        )
+    got = await received_all(server, len(audio))
+    assert np.array_equal(np.concatenate(got), audio)
+    # one frame per append (a pair merges only if the loop happened to be 15 ms late)
+    assert sum(len(a) == FRAME for a in got) > len(frames) // 2
     await session.aclose()

@@ -180,29 +180,31 @@ class TurnDetector:
                 f"{frame.channels} ch at {frame.sample_rate} Hz"
             )
         events: list[TurnEvent] = []
-        self._input_ms += frame.duration_ms
+        self._input_ms += 1000.0 * frame.data.shape[0] / self.input_rate  # its duration_ms
         self._history.append((self._input_ms, frame))
         if self.speaking:
             self._keep_turn_audio(frame)
         source = frame if vad_audio is None else vad_audio
         if source.sample_rate != self._vad_source_rate or not self._rate_chosen:
             self._feed_from(source.sample_rate)
-        vad_rate = self.vad.sample_rate
-        if self._resampler.passthrough:
-            resampled: AudioFrame | None = source.to_mono()
-        else:
-            resampled = self._resampler.push(source.to_mono())
-        for chunk in self._chunker.push(resampled) if resampled is not None else ():
-            start_ms = 1000.0 * self._vad_samples / vad_rate
-            self._vad_samples += chunk.samples_per_channel
-            end_ms = 1000.0 * self._vad_samples / vad_rate
-            p = self._stream.process(chunk)
-            self.last_probability = p
-            ev = self._decide(p >= self.options.threshold, start_ms, end_ms)
-            if ev is not None:
-                events.append(ev)
-                if isinstance(ev, SpeechStart):
-                    self._start_turn_audio(ev.prefix)
+        if source.channels != 1:
+            source = source.to_mono()
+        rs = self._resampler
+        resampled = source if rs.passthrough else rs.push(source)
+        if resampled is not None:
+            vad_rate = self.vad.sample_rate
+            threshold = self.options.threshold
+            for chunk in self._chunker.push(resampled):
+                start_ms = 1000.0 * self._vad_samples / vad_rate
+                self._vad_samples += chunk.data.shape[0]
+                end_ms = 1000.0 * self._vad_samples / vad_rate
+                p = self._stream.process(chunk)
+                self.last_probability = p
+                ev = self._decide(p >= threshold, start_ms, end_ms)
+                if ev is not None:
+                    events.append(ev)
+                    if isinstance(ev, SpeechStart):
+                        self._start_turn_audio(ev.prefix)
         self._trim_history()
         return events
 
@@ -297,12 +299,12 @@ class TurnDetector:
         Anchored on the VAD's clock (not the input's), so input frames of any
         length, and audio still inside the resampler or chunker, are kept.
         """
+        history = self._history
         if self._run_start_ms is not None and not self.speaking:
             earliest_onset = self._run_start_ms
         else:
             earliest_onset = 1000.0 * self._vad_samples / self.vad.sample_rate
         since = earliest_onset - self.options.prefix_padding_ms
-        history = self._history
         while history and history[0][0] <= since:
             history.popleft()
 

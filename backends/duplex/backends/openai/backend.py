@@ -71,6 +71,7 @@ class OpenAIRealtime(Backend):
         heartbeat_s: float | None = 15.0,
         reply_start_timeout: float | None = 20.0,
         reply_idle_timeout: float | None = 30.0,
+        append_cadence_ms: float = 20.0,
         base_url: str | None = None,
         api_key: str | None = None,
         env: Mapping[str, str] | None = None,
@@ -113,6 +114,7 @@ class OpenAIRealtime(Backend):
             heartbeat_s=heartbeat_s,
             reply_start_timeout=reply_start_timeout,
             reply_idle_timeout=reply_idle_timeout,
+            append_cadence_ms=append_cadence_ms,
         )
         self.options.validate()
         #: Shared HTTP client (its connection pool, proxies, TLS settings); never closed here.

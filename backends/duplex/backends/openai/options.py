@@ -151,6 +151,9 @@ class RealtimeOptions:
     #: no event this long after its last one, is failed and the connection rebuilt.
     reply_start_timeout: float | None = 20.0
     reply_idle_timeout: float | None = 30.0
+    #: Caller audio per `input_audio_buffer.append` while the loop keeps up (ms); at or
+    #: below the frame length every frame leaves at once. See `appends.DEFAULT_CADENCE_MS`.
+    append_cadence_ms: float = 20.0
 
     def validate(self) -> None:
         if not self.model or not isinstance(self.model, str):
@@ -207,6 +210,8 @@ class RealtimeOptions:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigurationError(f"{name} must be positive or None")
+        if not 0.0 <= self.append_cadence_ms <= 60.0:
+            raise ConfigurationError("append_cadence_ms must be within [0, 60]")
         if self.reconnect.max_attempts < 0 or self.reconnect.initial_delay < 0:
             raise ConfigurationError("reconnect policy values must not be negative")
 

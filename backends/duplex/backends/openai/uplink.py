@@ -39,6 +39,8 @@ class AudioUplink:
     def __init__(self, opts: RealtimeOptions, st: SessionState) -> None:
         self._opts = opts
         self._st = st
+        self._rate = opts.input_rate  # options are frozen: looked up once, not per frame
+        self._pcm16 = opts.input_audio_format == "pcm16"
         self._resampler: Resampler | None = None
         self._held: deque[tuple[bytes, float]] = deque()
         self._held_ms = 0.0
@@ -49,7 +51,7 @@ class AudioUplink:
         self.dropped_ms = 0.0
 
     def _wire(self, frame: AudioFrame) -> AudioFrame | None:
-        rate = self._opts.input_rate
+        rate = self._rate
         mono = frame.to_mono()
         if mono.sample_rate == rate:
             return mono
@@ -58,9 +60,9 @@ class AudioUplink:
         return self._resampler.push(mono)
 
     def _encode(self, chunk: AudioFrame) -> bytes:
-        fmt = self._opts.input_audio_format
-        if fmt == "pcm16":
+        if self._pcm16:
             return chunk.to_pcm16()
+        fmt = self._opts.input_audio_format
         return g711.encode(chunk, "ulaw" if fmt == "g711_ulaw" else "alaw")
 
     def feed(self, frame: AudioFrame, conn: Connection | None) -> None:
@@ -70,24 +72,26 @@ class AudioUplink:
             return
         if conn is not None and conn is not self._conn:
             self._adopt(conn)
-        n = wire.samples_per_channel
+        n = wire.data.shape[0]
         step = wire.sample_rate * CHUNK_MS // 1000
         chunks = (
             (wire,) if n <= step else [wire.slice(i, min(i + step, n)) for i in range(0, n, step)]
         )
         st = self._st
+        direct = conn is not None and not self._held and not self._flushing.locked()
+        queue = conn.audio if conn is not None and direct else None
         for chunk in chunks:
             payload = self._encode(chunk)
-            ms = chunk.duration_ms
+            ms = 1000.0 * chunk.data.shape[0] / chunk.sample_rate  # its duration_ms
             st.buffer_ms += ms
             st.input_ms += ms
-            if conn is not None and not self._held and not self._flushing.locked():
+            if queue is not None:
                 try:
-                    conn.audio.add(payload, ms)
+                    queue.add(payload, ms)
                     continue
                 except _SEND_ERRORS:
-                    self._hold_all(conn.audio.take_unsent())
-                    conn = None
+                    self._hold_all(queue.take_unsent())
+                    queue = None
                     continue
             self._hold(payload, ms)
 
@@ -97,6 +101,7 @@ class AudioUplink:
 
     def _adopt(self, conn: Connection) -> None:
         """Audio left queued on the previous socket goes first, held like any outage's."""
+        conn.audio.cadence_ms = self._opts.append_cadence_ms
         old, self._conn = self._conn, conn
         if old is not None:
             self._hold_front(old.audio.take_unsent())

@@ -66,20 +66,22 @@ class WebRTCVADStream(VADStream):
 
     def __init__(self, vad: WebRTCVAD) -> None:
         self._vad = vad
+        self._rate = vad.sample_rate
+        self._samples = vad.frame_samples
         self._detector = webrtcvad.Vad(vad.mode)
 
     def process(self, frame: AudioFrame) -> float:
-        if frame.channels != 1 or frame.sample_rate != self._vad.sample_rate:
+        if frame.channels != 1 or frame.sample_rate != self._rate:
             raise AudioFormatError(
-                f"webrtcvad stream expects mono {self._vad.sample_rate} Hz, got "
+                f"webrtcvad stream expects mono {self._rate} Hz, got "
                 f"{frame.channels} ch at {frame.sample_rate} Hz"
             )
-        if frame.samples_per_channel != self._vad.frame_samples:
+        if frame.data.shape[0] != self._samples:
             raise AudioFormatError(
-                f"webrtcvad stream expects frames of {self._vad.frame_samples} samples, "
+                f"webrtcvad stream expects frames of {self._samples} samples, "
                 f"got {frame.samples_per_channel}"
             )
-        voiced = self._detector.is_speech(frame.to_pcm16(), self._vad.sample_rate)
+        voiced = self._detector.is_speech(frame.to_pcm16(), self._rate, self._samples)
         return 1.0 if voiced else 0.0
 
     def reset(self) -> None:
