@@ -121,13 +121,14 @@ class WhisperTextTurn:
         ids = self._tokenizer.encode(" " + body)[-120:]
         prompt = self.model.get_prompt(self._tokenizer, [], without_timestamps=True) + ids
         # The text tokens are a forced prefix: the decoder returns the log-probabilities it
-        # gave each of them, then those for the token after them (index len(ids)). CTranslate2
-        # counts max_length in its own way; this bound always leaves room for that step.
+        # gave each of them, then those for the token after them (index len(ids)). With a
+        # forced prefix CTranslate2 returns max_length / 2 steps (measured for 1-120 tokens),
+        # so this bound stops right after the step we read: no tokens generated past it.
         result = self.model.model.generate(
             self._context,
             [prompt],
             beam_size=1,
-            max_length=min(448, 2 * len(prompt) + 4),
+            max_length=2 * len(ids) + 2,
             return_logits_vocab=True,
             suppress_tokens=[],
             suppress_blank=False,
