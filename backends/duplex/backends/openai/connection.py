@@ -14,12 +14,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from duplex.agents import nowait
 from duplex.agents.backoff import Backoff, retryable_status
 from duplex.agents.errors import BackendErrorException
 
@@ -97,15 +98,11 @@ class Connection:
         """
         if self._ws.closed:
             raise ConnectionResetError("realtime socket is closed")
-        coro = self._ws.send_str(data)
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            self.sent += 1
-            return
+        waiting = nowait.start(self._ws.send_str(data))
         self.sent += 1
-        _taken(waiting_on)
-        task = asyncio.get_running_loop().create_task(_resume(coro, waiting_on))
+        if waiting is None:
+            return
+        task = asyncio.get_running_loop().create_task(waiting.finish())
         self._inflight = task
         task.add_done_callback(self._write_done)
 
@@ -179,37 +176,6 @@ class Connection:
         finally:
             if self._owns_http:
                 await self._http.close()
-
-
-async def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
-    """Finish a coroutine that `write_nowait` started and that suspended on a future.
-
-    The asyncio future protocol, as a Task runs it: the coroutine yielded the future
-    it waits for; once that is done, sending None resumes it, and it reads the
-    result (or the exception) itself. The future is waited on with `asyncio.wait`,
-    which does not await it (awaiting it a second time is an error).
-    """
-    try:
-        while True:
-            try:
-                await asyncio.wait((waiting_on,))
-            except asyncio.CancelledError:
-                coro.throw(asyncio.CancelledError())  # let it clean up; raises in turn
-                raise
-            waiting_on = coro.send(None)
-            _taken(waiting_on)
-    except StopIteration:
-        return
-
-
-def _taken(fut: Any) -> None:
-    """What a Task does with a future its coroutine yields: clear the "blocking" mark.
-
-    Left set, any other coroutine awaiting the same future (aiohttp shares one drain
-    waiter per socket) fails with "await wasn't used with future".
-    """
-    if getattr(fut, "_asyncio_future_blocking", None):
-        fut._asyncio_future_blocking = False
 
 
 def _parse(text: str) -> Received:
