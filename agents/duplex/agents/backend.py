@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -320,6 +320,16 @@ class BackendSession(ABC):
 
     @abstractmethod
     def events(self) -> AsyncIterator[BackendEvent]: ...
+
+    def deliver_nowait(self, handler: Callable[[BackendEvent], bool] | None) -> None:  # noqa: B027
+        """Offer events to ``handler`` from the receiving callback instead of through `events`.
+
+        Saves the consumer a task wake-up per streamed delta. A backend that honours it
+        offers an event only when nothing is queued ahead of it and the consumer is
+        waiting in `events` (so order holds); ``handler`` returns False for an event it
+        must see through `events`, which then goes there. None withdraws the handler.
+        The default delivers everything through `events`.
+        """
 
     @abstractmethod
     async def aclose(self) -> None: ...

@@ -50,6 +50,7 @@ class BackendRouter:
 
     async def run(self, backend: BackendSession) -> None:
         s = self.s
+        backend.deliver_nowait(self.handle_nowait)
         try:
             async for ev in backend.events():
                 try:
@@ -59,8 +60,21 @@ class BackendRouter:
         except Exception as e:
             logger.exception("backend event stream failed")
             s.report_error("backend_stream_failed", str(e), False)
+        finally:
+            backend.deliver_nowait(None)
         if not s.closing:
             s.spawn(s.aclose("backend closed"), "close")
+
+    def handle_nowait(self, ev: BackendEvent) -> bool:
+        """Reply audio straight from the backend's reader (its handling never awaits);
+        every other event goes through `run`."""
+        if type(ev) is not AudioDelta:
+            return False
+        try:
+            self._audio(ev)
+        except Exception:
+            logger.exception("error handling backend event AudioDelta")
+        return True
 
     def capture_time(self, server_ms: float | None) -> float:
         """When the caller audio at a server VAD position was captured (else: now)."""

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiohttp
@@ -189,6 +189,9 @@ class OpenAIRealtimeSession(ConnectionSupervision, BackendSession):
                 return
             self._st.delivered(ev)
             yield ev
+
+    def deliver_nowait(self, handler: Callable[[BackendEvent], bool] | None) -> None:
+        self._st.direct = handler
 
     # --- sending --------------------------------------------------------------------------
     def _send_soon(self, event: dict[str, Any]) -> None:

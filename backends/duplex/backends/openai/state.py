@@ -75,6 +75,11 @@ class SessionState:
         self.fatal: tuple[str, str] | None = None
         self.errors_seen: Counter[str] = Counter()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
+        #: The session's handler for events offered straight from the reader
+        #: (`BackendSession.deliver_nowait`); used only while the consumer waits in
+        #: `next_event` with nothing queued, so events keep their order.
+        self.direct: Callable[[BackendEvent], bool] | None = None
+        self._consumer_waiting = False
         #: Ids with an item event still in the queue: a sync must not undo what the
         #: session has not seen yet (``unseen``: its ItemAdded is among them).
         self.undelivered: Counter[str] = Counter()
@@ -97,6 +102,13 @@ class SessionState:
                 self.unseen[event.item.id] += 1
         elif isinstance(event, ItemDeleted):
             self.undelivered[event.item_id] += 1
+        elif (
+            self.direct is not None
+            and self._consumer_waiting
+            and self._queue.empty()
+            and self.direct(event)
+        ):
+            return
         self._queue.put_nowait(event)
 
     def end(self) -> None:
@@ -104,7 +116,11 @@ class SessionState:
 
     async def next_event(self) -> BackendEvent | None:
         while True:
-            ev = await self._queue.get()
+            self._consumer_waiting = True
+            try:
+                ev = await self._queue.get()
+            finally:
+                self._consumer_waiting = False
             if ev is _END:
                 self._queue.put_nowait(_END)  # later readers end too
                 return None
