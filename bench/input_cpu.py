@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import sys
 import time
 from typing import Any
 
 import numpy as np
 
+from bench.against_server import run_against_server
 from duplex.agents import Agent, AgentSession, AudioFrame
 from duplex.agents.testing import MemoryTransport
 from duplex.backends.openai import OpenAIRealtime
@@ -72,22 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cadence", type=float, default=None, help="append_cadence_ms (default: the backend's)"
     )
     args = parser.parse_args(argv)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.server"], stdout=subprocess.PIPE, text=True
+    per_frame = run_against_server(
+        lambda url: measure(url, args.sessions, args.frames, args.cadence), uvloop=args.uvloop
     )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline().split()[1])
-        coro = measure(f"http://127.0.0.1:{port}/v1", args.sessions, args.frames, args.cadence)
-        if args.uvloop:
-            import uvloop
-
-            per_frame = uvloop.run(coro)
-        else:
-            per_frame = asyncio.run(coro)
-    finally:
-        server.terminate()
-        server.wait(10)
     loop = "uvloop" if args.uvloop else "asyncio"
     print(
         f"input path: {per_frame * 1e6:.1f} us CPU per 20 ms frame "

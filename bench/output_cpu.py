@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import subprocess
-import sys
 import time
 
 from duplex.agents import Agent, AgentSession, BufferedAudioOutput, Transport
@@ -32,6 +30,7 @@ from duplex.agents.testing.memory import MemoryAudioInput
 from duplex.backends.openai import OpenAIRealtime
 
 from . import config as C
+from .against_server import run_against_server
 from .clock import FRAME_S, LatenessHistogram, PlayoutClock
 from .fw_duplex import DuplexCall
 
@@ -184,24 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     counter = _CallbackCounter() if args.callbacks and not args.uvloop else None
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.server"], stdout=subprocess.PIPE, text=True
+    per_frame = run_against_server(
+        lambda url: measure(url, args.sessions, args.rounds, counter, args.output),
+        uvloop=args.uvloop,
     )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline().split()[1])
-        coro = measure(
-            f"http://127.0.0.1:{port}/v1", args.sessions, args.rounds, counter, args.output
-        )
-        if args.uvloop:
-            import uvloop
-
-            per_frame = uvloop.run(coro)
-        else:
-            per_frame = asyncio.run(coro)
-    finally:
-        server.terminate()
-        server.wait(10)
     loop = "uvloop" if args.uvloop else "asyncio"
     print(
         f"output path: {per_frame * 1e6:.1f} us CPU per 20 ms frame played "
