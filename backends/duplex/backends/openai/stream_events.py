@@ -6,7 +6,9 @@ items added, deltas, items done, done (or aborted by a dropped socket).
 
 from __future__ import annotations
 
+import base64
 import binascii
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,6 +31,19 @@ from .items import server_item_id
 from .metrics import ResponseMetrics, usage_from_wire
 from .responses import ActiveResponse, ItemStream
 from .state import SessionState
+
+
+def _strict_b64decode(data: str) -> bytes:
+    """Strict (rejects what is not base64, as ``validate=True`` does) and in C: no regex pass."""
+    return binascii.a2b_base64(data, strict_mode=True)  # type: ignore[call-arg,unused-ignore]
+
+
+def _validating_b64decode(data: str) -> bytes:
+    return base64.b64decode(data, validate=True)
+
+
+#: ``strict_mode`` came in Python 3.11; 3.10 validates with base64's regex check.
+_b64decode = _strict_b64decode if sys.version_info >= (3, 11) else _validating_b64decode
 
 #: Server event type (GA name) -> handler method of `ResponseEvents`.
 RESPONSE_HANDLERS: dict[str, str] = {
@@ -128,8 +143,7 @@ class ResponseEvents:
         if found is None:
             return
         stream, active = found
-        # Strict (rejects what is not base64, as validate=True did) and in C: no regex pass.
-        payload = binascii.a2b_base64(ev["delta"], strict_mode=True)
+        payload = _b64decode(ev["delta"])
         if not payload:
             return
         fmt = self.st.opts.output_audio_format
