@@ -38,7 +38,9 @@ PAUSES_S = (0.8, 1.2)
 HELD_MS = 1000.0
 
 
-class _Recorder(EndOfTurnModel):
+class Recorder(EndOfTurnModel):
+    """Passes questions to ``inner`` and keeps their futures, so a feed can wait for each."""
+
     def __init__(self, inner: EndOfTurnModel) -> None:
         self.inner = inner
         self.max_audio_ms = inner.max_audio_ms
@@ -91,14 +93,14 @@ async def _first_end(audio: npt.NDArray[np.int16], options: TurnOptions) -> tupl
         for ev in detector.push(AudioFrame(audio[i : i + FRAME], RATE)):
             if isinstance(ev, SpeechEnd):
                 return ev.at_ms, detector.audio_ms
-        if isinstance(rec, _Recorder) and rec.futures and not rec.futures[-1].done():
+        if isinstance(rec, Recorder) and rec.futures and not rec.futures[-1].done():
             await asyncio.wrap_future(rec.futures[-1])
     return float("inf"), float("inf")
 
 
 def _recording(options: TurnOptions) -> TurnOptions:
     model = options.end_of_turn
-    return dataclasses.replace(options, end_of_turn=_Recorder(model) if model else None)
+    return dataclasses.replace(options, end_of_turn=Recorder(model) if model else None)
 
 
 async def measure(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from concurrent.futures import Future
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from bench.offline_cutoff import Recorder
 from bench.offline_speech import COMPLETE
 from bench.offline_speech import PAUSED as BENCH_PAUSED
 from duplex.agents.audio import AudioFrame
@@ -77,23 +77,11 @@ async def test_on_speech_a_half_scores_below_its_whole_sentence(
         assert vh.probability < 0.1 <= vw.probability, (vh, vw)
 
 
-class _Recording(EndOfTurnModel):
-    def __init__(self, inner: EndOfTurnModel) -> None:
-        self.inner = inner
-        self.max_audio_ms = inner.max_audio_ms
-        self.futures: list[Future[float]] = []
-
-    def predict(self, audio: npt.NDArray[np.int16], sample_rate: int) -> Future[float]:
-        fut = self.inner.predict(audio, sample_rate)
-        self.futures.append(fut)
-        return fut
-
-
 async def first_end(
     model: EndOfTurnModel, audio: npt.NDArray[np.int16], rate: int
 ) -> SpeechEnd | None:
     """Feed 20 ms frames; while the model thinks, wait for it (as a live call's frames would)."""
-    rec = _Recording(model)
+    rec = Recorder(model)
     detector = TurnDetector(WebRTCVAD(2), TurnOptions(end_of_turn=rec), input_rate=rate)
     step = rate // 50
     for i in range(0, len(audio), step):
@@ -149,7 +137,7 @@ async def test_one_shared_worker_serves_every_session(
     rate = piper.sample_rate
     speech = await synth(piper, COMPLETE[1])
     audio = np.concatenate([quiet(0.2, rate), speech, quiet(0.3, rate)])
-    recorders = [_Recording(combined) for _ in range(n)]
+    recorders = [Recorder(combined) for _ in range(n)]
     detectors = [
         TurnDetector(WebRTCVAD(2), TurnOptions(end_of_turn=r), input_rate=rate) for r in recorders
     ]
