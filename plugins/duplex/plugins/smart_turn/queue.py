@@ -71,14 +71,19 @@ class InferenceQueue:
                 self.served += 1
 
 
-_shared: InferenceQueue | None = None
-_shared_lock = threading.Lock()
+_lanes: dict[str, InferenceQueue] = {}
+_lanes_lock = threading.Lock()
+
+
+def shared_lane(name: str) -> InferenceQueue:
+    """The process-wide queue called ``name`` (one worker, bounded), made on first use."""
+    with _lanes_lock:
+        lane = _lanes.get(name)
+        if lane is None:
+            lane = _lanes[name] = InferenceQueue(name=name)
+        return lane
 
 
 def shared_queue() -> InferenceQueue:
     """The process-wide queue every `SmartTurn` uses unless given its own."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = InferenceQueue()
-        return _shared
+    return shared_lane("smart-turn")

@@ -35,7 +35,7 @@ from duplex.agents.vad import EndOfTurnModel
 
 from .features import SAMPLE_RATE
 from .model import SmartTurn
-from .queue import InferenceQueue
+from .queue import InferenceQueue, shared_lane
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +207,6 @@ def _to_16k(audio: npt.NDArray[np.int16 | np.float32], sample_rate: int) -> npt.
     return x
 
 
-_text_lane: InferenceQueue | None = None
-_text_lane_lock = threading.Lock()
-
-
 def shared_text_queue() -> InferenceQueue:
     """The process-wide lane for text end-of-turn passes (one worker, bounded)."""
-    global _text_lane
-    with _text_lane_lock:
-        if _text_lane is None:
-            _text_lane = InferenceQueue(max_pending=64, name="turn-text")
-        return _text_lane
+    return shared_lane("turn-text")
