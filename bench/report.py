@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import config as C
 from .analysis import Row
 from .multi import split_name
+from .report_floor import floor_parts
 from .report_scaling import deployed, display_name, memory_section, scaling_table, top_targets
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ NAMES = {
     "pipecat": "pipecat",
     "duplex_server_vad": "duplex (server VAD only)",
     "harness": "harness alone",
+    "floor": "floor (bytes only)",
 }
 
 #: (label, getter, target for duplex, livekit's reference figure, lower is better)
@@ -134,6 +136,15 @@ def summary_table(
             f"{_f(net[0], 4)} | {_f(net[1], 4)} | {_f(net[2], 4)} | {_ratio(net[0], net[1])} | "
             f"{_ratio(net[0], net[2])} | | |"
         )
+    fl = _find(rows, "floor", level)
+    if fl is not None and fl.cpu_per_session_s is not None:
+        f = fl.cpu_per_session_s
+        above = [None if c is None else c - f for c in cpu]
+        lines.append(
+            f"| CPU s per session-second above the floor (bytes only: {_f(f, 4)}) | "
+            f"{_f(above[0], 4)} | {_f(above[1], 4)} | {_f(above[2], 4)} | "
+            f"{_ratio(above[0], above[1])} | {_ratio(above[0], above[2])} | | |"
+        )
     per_call = deployed(memory, rows, level)
     if per_call:
         dm, lm, pm = (per_call.get(k) for k in ("duplex", "livekit", "pipecat"))
@@ -228,6 +239,7 @@ def plot(rows: list[Row], path: Path) -> None:
         "duplex": ("tab:blue", "o", "-"),
         "livekit": ("tab:orange", "s", "-"),
         "pipecat": ("tab:green", "^", "-"),
+        "floor": ("tab:gray", "x", ":"),
     }
     for fw in sorted({r.framework for r in rows if r.framework.startswith("duplex_")}):
         if fw.endswith("w"):
@@ -398,6 +410,7 @@ def results_body(
         "## Summary\n",
         summary_table(rows, level, memory, harness),
         *scaling_parts(rows, harness, memory, level),
+        *floor_parts(rows, max((r.sessions for r in rows if r.workers > 1), default=None)),
         "\n\n## duplex / livekit ratios (below 1 means duplex is better)\n",
         ratio_table(rows),
         "\n\n## Every level\n",
@@ -431,7 +444,10 @@ def publish(
     if not DOC.exists():
         return
     text = DOC.read_text()
-    scaling = "".join(scaling_parts(rows, harness or [], memory, level)).replace("\n## ", "\n### ")
+    top = max((r.sessions for r in rows if r.workers > 1), default=None)
+    scaling = "".join(
+        [*scaling_parts(rows, harness or [], memory, level), *floor_parts(rows, top)]
+    ).replace("\n## ", "\n### ")
     block = (
         f"{START}\n_Latest run: {date} ({where}); full results in "
         f"`bench/results/{date}.md`._\n\n{summary_table(rows, level, memory, harness)}{scaling}\n\n"

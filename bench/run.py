@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         "--offline", action="store_true", help="the offline default's turn-taking section only"
     )
     parser.add_argument("--levels", type=int, nargs="+", help="session counts for every framework")
-    parser.add_argument("--frameworks", nargs="+", default=["duplex", "livekit", "pipecat"])
+    parser.add_argument(
+        "--frameworks", nargs="+", default=["duplex", "livekit", "pipecat", "floor"]
+    )
     parser.add_argument(
         "--extra",
         type=int,
@@ -502,6 +504,10 @@ def _run_all(server: ServerPool, plan: Plan) -> tuple[list[Row], str | None, lis
                 single_broke = not row.healthy()  # larger levels only take longer to say so
             elif scaled is None:
                 break
+    if scaled is not None and plan.extra_duplex and "floor" in plan.frameworks:
+        # What moving the bytes alone costs at the top level on as many workers.
+        top = max(plan.extra_duplex)
+        rows.append(_measure(server, plan, framework_name("floor", plan.duplex_workers), top))
     if plan.server_vad_level is not None and "duplex" in plan.frameworks:
         rows.append(_measure(server, plan, "duplex_server_vad", plan.server_vad_level))
     harness: list[Row] = []

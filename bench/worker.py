@@ -35,7 +35,7 @@ from . import speech
 from .caller import Caller
 from .clock import LatenessHistogram, Metronome, PlayoutClock
 
-FRAMEWORKS = ("duplex", "duplex_server_vad", "livekit", "pipecat", "harness")
+FRAMEWORKS = ("duplex", "duplex_server_vad", "livekit", "pipecat", "harness", "floor")
 START_CONCURRENCY = 16
 #: How long the sessions get to close after the window before the worker exits anyway.
 CLOSE_TIMEOUT_S = 20.0
@@ -76,6 +76,14 @@ class Factory:
         url = self.urls[index % len(self.urls)]
         if self.framework == "harness":
             return HarnessOnly()
+        if self.framework == "floor":
+            import aiohttp
+
+            from .fw_floor import FloorCall
+
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
+            return FloorCall(url, sid, clock, self._http)
         if self.framework == "livekit":
             import aiohttp
 

@@ -32,6 +32,7 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
             "duplex",
             "livekit",
             "pipecat",
+            "floor",
             "duplex_2w",
             "--levels",
             "2",
@@ -51,7 +52,7 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
     (md,) = tmp_path.glob("*.md")
     assert (tmp_path / f"{md.stem}.png").stat().st_size > 10_000
 
-    for name in ("duplex", "livekit-agents", "pipecat"):
+    for name in ("duplex", "livekit-agents", "pipecat", "floor (bytes only)"):
         rows = [ln for ln in md.read_text().splitlines() if ln.startswith(f"| 2 | {name} |")]
         assert len(rows) == 1, md.read_text()
         cells = [c.strip() for c in rows[0].strip("|").split("|")]
@@ -60,7 +61,7 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
         assert NUMBER.match(cells[6]) and NUMBER.match(cells[8]), cells  # lateness, CPU
 
     saved = json.loads((tmp_path / "raw" / md.stem / "rows.json").read_text())
-    assert sorted(r["framework"] for r in saved) == ["duplex", "duplex_2w", "livekit", "pipecat"]
+    assert sorted(r["framework"] for r in saved) == ["duplex", "duplex_2w", "floor", "livekit", "pipecat"]
     for row in saved:
         assert row["started"] == 2 and row["replies"] >= 1, row
         assert row["cpu_per_session_s"] > 0
@@ -81,6 +82,12 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
     assert len(scaling) == 1, text  # sessions 2, workers 2
     cores = scaling[0].strip("|").split("|")[2].strip()
     assert NUMBER.match(cores) and float(cores) > 0, scaling
+
+    # The floor: each framework's CPU above a bridge that only moves the bytes.
+    lines = text.splitlines()
+    head = next(i for i, ln in enumerate(lines) if "| duplex above the floor |" in ln)
+    above = [c.strip() for c in lines[head + 2].strip("|").split("|")]
+    assert above[0] == "2" and all(NUMBER.match(c) for c in above[1:2] + above[3:6]), above
 
 
 def test_memory_probe_measures_one_duplex_worker_with_a_call(tmp_path: Path) -> None:
