@@ -61,7 +61,8 @@ def test_quick_run_of_three_frameworks_writes_a_table_with_numbers(tmp_path: Pat
         assert NUMBER.match(cells[6]) and NUMBER.match(cells[8]), cells  # lateness, CPU
 
     saved = json.loads((tmp_path / "raw" / md.stem / "rows.json").read_text())
-    assert sorted(r["framework"] for r in saved) == ["duplex", "duplex_2w", "floor", "livekit", "pipecat"]
+    frameworks = sorted(r["framework"] for r in saved)
+    assert frameworks == ["duplex", "duplex_2w", "floor", "livekit", "pipecat"]
     for row in saved:
         assert row["started"] == 2 and row["replies"] >= 1, row
         assert row["cpu_per_session_s"] > 0
