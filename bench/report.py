@@ -128,23 +128,13 @@ def summary_table(
         f"{_ratio(cpu[0], cpu[2])} | ≤ 0.33{met} | |"
     )
     alone = next((h for h in harness or [] if h.sessions == level and h.workers == 1), None)
-    if alone is not None and alone.cpu_per_session_s is not None:
-        h = alone.cpu_per_session_s
-        net = [None if c is None else c - h for c in cpu]
-        lines.append(
-            f"| CPU s per session-second, net of the harness ({_f(h, 4)}) | "
-            f"{_f(net[0], 4)} | {_f(net[1], 4)} | {_f(net[2], 4)} | {_ratio(net[0], net[1])} | "
-            f"{_ratio(net[0], net[2])} | | |"
-        )
     fl = _find(rows, "floor", level)
-    if fl is not None and fl.cpu_per_session_s is not None:
-        f = fl.cpu_per_session_s
-        above = [None if c is None else c - f for c in cpu]
-        lines.append(
-            f"| CPU s per session-second above the floor (bytes only: {_f(f, 4)}) | "
-            f"{_f(above[0], 4)} | {_f(above[1], 4)} | {_f(above[2], 4)} | "
-            f"{_ratio(above[0], above[1])} | {_ratio(above[0], above[2])} | | |"
-        )
+    for label, less in (
+        ("net of the harness", alone.cpu_per_session_s if alone else None),
+        ("above the floor (bytes only:", fl.cpu_per_session_s if fl else None),
+    ):
+        if less is not None:
+            lines.append(_cpu_less(label, less, cpu))
     per_call = deployed(memory, rows, level)
     if per_call:
         dm, lm, pm = (per_call.get(k) for k in ("duplex", "livekit", "pipecat"))
@@ -163,6 +153,16 @@ def summary_table(
         f"{capacity(rows, 'pipecat')} | | | ≥ 300 | 100–200 |"
     )
     return "\n".join(lines)
+
+
+def _cpu_less(label: str, base: float, cpu: list[float | None]) -> str:
+    """A summary row of each framework's CPU less ``base`` (the harness, or the floor)."""
+    net = [None if c is None else c - base for c in cpu]
+    shown = f"{label} {_f(base, 4)})" if label.endswith(":") else f"{label} ({_f(base, 4)})"
+    return (
+        f"| CPU s per session-second, {shown} | {_f(net[0], 4)} | {_f(net[1], 4)} | "
+        f"{_f(net[2], 4)} | {_ratio(net[0], net[1])} | {_ratio(net[0], net[2])} | | |"
+    )
 
 
 def levels_table(rows: list[Row]) -> str:
