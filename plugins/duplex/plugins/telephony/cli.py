@@ -21,7 +21,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
+from duplex.agents.app import (
+    AppSpec,
+    choose_backend,
+    default_backend_name,
+    default_turn,
+    load_app,
+)
 from duplex.agents.backend import Backend
 from duplex.agents.cli import (
     Subparsers,
@@ -40,7 +46,14 @@ from .server import ClosableSession, PhoneServer
 if TYPE_CHECKING:
     from duplex.agents.workers import Supervisor, Worker
 
-__all__ = ["PhoneOptions", "build_server", "register", "serve", "serve_worker"]
+__all__ = [
+    "PhoneOptions",
+    "build_server",
+    "phone_session_options",
+    "register",
+    "serve",
+    "serve_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,27 @@ def default_vad() -> Any | None:
     return WebRTCVAD()
 
 
+def phone_session_options(
+    spec: AppSpec, backend: Backend, session_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A phone call's session options: the 8 kHz VAD and the default end of turn.
+
+    As `agent dev` does, the command's sessions get the end-of-turn model where it is
+    installed (Smart Turn, plus the text score for a Whisper cascade), so a caller on
+    the phone is answered as soon as the sentence is finished rather than after a
+    fixed silence. An app's own VAD or turn options win; ``create_session`` apps build
+    their sessions themselves.
+    """
+    options = dict(session_options or {})
+    if "vad" not in options and spec.kind != "create_session":
+        options["vad"] = default_vad()
+        if "turn" not in options:
+            turn = default_turn(backend)
+            if turn is not None:
+                options["turn"] = turn
+    return options
+
+
 TransportT = TypeVar("TransportT", bound=Transport)
 
 
@@ -126,9 +160,7 @@ def build_server(
     control = make_control(provider, env, api_base_url)
     if control is None:
         log.warning("no %s API credentials: the agent cannot hang up or transfer", provider)
-    options = dict(session_options or {})
-    if "vad" not in options and spec.kind != "create_session":
-        options["vad"] = default_vad()
+    options = phone_session_options(spec, backend, session_options)
     if provider == "telnyx" and control is None:
         raise ConfigurationError("Telnyx calls are answered through its API: set TELNYX_API_KEY")
     return PhoneServer(

@@ -56,7 +56,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import app_factory, default_vad
+    from .cli import app_factory, phone_session_options
     from .sip_endpoint import Registration
     from .sip_server import SipServer
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_app(args.app)
     backend = choose_backend(args.backend)
     name = args.backend or default_backend_name()
-    options = {"vad": default_vad()} if spec.kind != "create_session" else {}
+    options = phone_session_options(spec, backend)
 
     async def main() -> None:
         server = SipServer(
