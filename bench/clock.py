@@ -166,7 +166,15 @@ class PlayoutClock:
 
     # --- internals ------------------------------------------------------------------------
     def _stop(self) -> None:
-        if self._due is not None:
+        # Stopping a reply that ran dry mid-way (waiting for its next frame) stops it too:
+        # under load a barge-in often lands in such an underrun.
+        seg = self.current
+        unfinished = (
+            seg is not None
+            and seg.stopped_at is None
+            and seg.played_ms < C.REPLY_MS - 3 * C.FRAME_MS
+        )
+        if self._due is not None or unfinished:
             self.stops.append(time.monotonic())
         self._due = None
         self._starved_at = None
