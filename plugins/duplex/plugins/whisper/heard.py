@@ -62,12 +62,18 @@ def speech_end_s(audio: npt.NDArray[np.float32]) -> float:
 
 
 def transcribe_heard(
-    model: Any, tokenizer: Any, audio: npt.NDArray[np.float32], no_speech_threshold: float = 0.6
+    model: Any,
+    tokenizer: Any,
+    audio: npt.NDArray[np.float32],
+    *,
+    unheard_ms: float | None = UNHEARD_MS,
+    no_speech_threshold: float = 0.6,
 ) -> Heard:
     """One greedy pass over a short 16 kHz clip, then the unheard last words split off.
 
     The clip is encoded once; the decoder and the aligner share the encoding.
-    Blocking: run it off the event loop.
+    ``unheard_ms=None`` keeps every word (no alignment pass). Blocking: run it
+    off the event loop.
     """
     import ctranslate2
 
@@ -92,14 +98,14 @@ def transcribe_heard(
         return Heard("")
     tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
     text = drop_loop(str(tokenizer.decode(tokens)).strip())
-    if not text:
-        return Heard("")
+    if not text or unheard_ms is None:
+        return Heard(text)
     ids = tokenizer.encode(" " + text)
     frames = min(feats.shape[2], int((speech_end_s(audio) + MARGIN_S) * 100))
     words = model.find_alignment(tokenizer, [ids], encoded, frames)[0]
     spoken = [i for i, w in enumerate(words) if str(w["word"]).strip(_MARKS)]
     keep = len(spoken)
-    while keep > 0 and _span_ms(words[spoken[keep - 1]]) < UNHEARD_MS:
+    while keep > 0 and _span_ms(words[spoken[keep - 1]]) < unheard_ms:
         keep -= 1
     if keep == len(spoken):
         return Heard(text)

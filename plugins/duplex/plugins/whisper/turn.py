@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from .heard import Heard, transcribe_heard
+from .heard import UNHEARD_MS, Heard, transcribe_heard
 from .model import RATE, load_whisper
 
 if TYPE_CHECKING:
@@ -60,9 +60,10 @@ class WhisperTextTurn:
     """Scores whether the words so far end a sentence, with Whisper tiny.en (blocking calls).
 
     ``window_s`` is how much of the turn's end is transcribed: the last few words
-    decide, and the cost grows with the window. Thread-safe; run it off the event
-    loop (`duplex.plugins.smart_turn.SmartTurnText` runs it on the shared
-    end-of-turn worker).
+    decide, and the cost grows with the window. Trailing words aligned to less than
+    ``unheard_ms`` of the speech are not scored (`heard`); None scores every word
+    (as before the check; the bench compares both). Thread-safe; run it off the
+    event loop (`duplex.plugins.smart_turn.SmartTurnText` runs it on its lane).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class WhisperTextTurn:
         model_path: str | Path | None = None,
         *,
         window_s: float = 4.0,
+        unheard_ms: float | None = UNHEARD_MS,
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 2,
@@ -84,6 +86,7 @@ class WhisperTextTurn:
             num_workers=num_workers,
         )
         self.window_s = window_s
+        self.unheard_ms = unheard_ms
         from faster_whisper.tokenizer import Tokenizer
 
         self._tokenizer = Tokenizer(
@@ -96,7 +99,7 @@ class WhisperTextTurn:
         self._context = _context_encoding(self.model)
 
     @classmethod
-    def sharing(cls, stt: WhisperSTT, **options: float) -> WhisperTextTurn:
+    def sharing(cls, stt: WhisperSTT, **options: Any) -> WhisperTextTurn:
         """A scorer on the model ``stt`` loads (the same settings, so no second copy)."""
         return cls(
             stt.model_path,
@@ -116,7 +119,8 @@ class WhisperTextTurn:
     def transcribe(self, audio: npt.NDArray[np.float32]) -> Heard:
         """The words in the last ``window_s`` of 16 kHz float audio, unheard last words apart."""
         tail = audio[-int(self.window_s * RATE) :]
-        return transcribe_heard(self.model, self._tokenizer, np.ascontiguousarray(tail, np.float32))
+        clip = np.ascontiguousarray(tail, np.float32)
+        return transcribe_heard(self.model, self._tokenizer, clip, unheard_ms=self.unheard_ms)
 
     def text_probability(self, text: str) -> float | None:
         """Probability that ``text`` (its final punctuation ignored) is a finished sentence."""
