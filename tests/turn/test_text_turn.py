@@ -220,7 +220,9 @@ def _clip(audio: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
     return out
 
 
-def test_a_last_word_the_audio_does_not_hold_is_not_scored(scorer: WhisperTextTurn) -> None:
+async def test_a_last_word_the_audio_does_not_hold_is_not_scored(
+    audio_model: SmartTurn, scorer: WhisperTextTurn
+) -> None:
     from bench.offline_speech import synthesize_midflow
 
     halves = synthesize_midflow((UNHEARD_HALF,))
@@ -236,6 +238,14 @@ def test_a_last_word_the_audio_does_not_hold_is_not_scored(scorer: WhisperTextTu
     assert every_word.probability is not None and every_word.probability >= 0.05, every_word
     assert heard.unheard and every_word.text.startswith(heard.text), (heard, every_word)
     assert heard.probability is not None and heard.probability < 0.05, heard  # the text holds it
+    # Through the detector, with a 1 s hesitation: scoring every word cuts the caller off.
+    audio = np.concatenate([quiet(0.3, 16000), u.with_pause(1.0), quiet(2.0, 16000)])
+    last_word_ms = 1000.0 * (len(audio) - 2 * 16000) / 16000
+    old_rule = SmartTurnText(audio_model, WhisperTextTurn(unheard_ms=None))
+    before = await first_end(old_rule, audio, 16000)
+    now = await first_end(SmartTurnText(audio_model, scorer), audio, 16000)
+    assert before is not None and before.at_ms < last_word_ms - 500, before
+    assert now is not None and now.at_ms > last_word_ms - 100, now
 
 
 async def test_spoken_last_words_are_kept_and_end_the_turn_promptly(
