@@ -12,6 +12,16 @@ Each sentence in `PAUSED` has a comma where a hesitant caller stops for a moment
 
 `COMPLETE` are whole sentences with no pause. All audio is made once per run with
 Piper's noise off, so every run hears the same sentences.
+
+The mid-flow cut is at the middle of Piper's word-boundary ("space") alignment.
+Checked against cuts at the boundary's start and 12 / 23 ms before it, and with
+20 / 40 ms fades: the middle carries the next word's onset in one sentence
+("remind me to call | my": "call me?" at the middle, "call?" from the boundary's
+start on), but the halves the text score gets wrong ("invoice to me.", "near the
+city.", "leaves it.", "favorite colors") read the same at every cut and fade, and
+the boundary's start makes "cancel my" read "cancel myself.". Fluent speech has
+no silence between words (the boundaries of those halves are fully voiced), so
+no cut is free of coarticulation; the cut was kept as it was.
 """
 
 from __future__ import annotations

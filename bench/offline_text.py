@@ -3,7 +3,9 @@
 For each unfinished half (speech up to the hesitation) and each complete sentence,
 `WhisperTextTurn` transcribes the clip (with 300 ms of silence after the last
 word, about what the detector hands the model) and scores the probability that a
-sentence-final mark follows the words. The table says how often each group
+sentence-final mark follows the words it heard (trailing words the audio does
+not hold are dropped first, `duplex.plugins.whisper.heard`; the AUC line also
+gives the score of every word, as before that check). The table says how often each group
 scores at or above a threshold (a half that does is one the text would let the
 audio model cut off), and the AUC (the chance a complete sentence outscores a
 half). It also times one combined verdict (Smart Turn + transcription + score)
@@ -27,9 +29,10 @@ from .offline_speech import RATE, Utterance
 INTRO = """### The text end-of-turn score alone
 
 `WhisperTextTurn` (`bench/offline_text.py`): Whisper transcribes each clip (300 ms
-of silence after the last word), and its decoder, conditioned on faint noise
-rather than the audio, gives the probability that `.`, `?` or `!` follows the
-words. How often each group scores at least the threshold:
+of silence after the last word), drops trailing words its own alignment gives no
+sound (under 40 ms: "Please send the invoice to *me*."), and its decoder,
+conditioned on faint noise rather than the audio, gives the probability that `.`,
+`?` or `!` follows the words. How often each group scores at least the threshold:
 
 """
 THRESHOLDS = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -38,22 +41,29 @@ VETO_BOUNDS = (0.1,)
 
 
 def combined(
-    smart: TurnOptions, *, unfinished_below: float | None = None, pause_ms: float | None = None
+    smart: TurnOptions,
+    *,
+    unfinished_below: float | None = None,
+    pause_ms: float | None = None,
+    every_word: bool = False,
 ) -> TurnOptions:
     """``smart``'s options with Smart Turn combined with the Whisper text score.
 
     ``unfinished_below`` and ``pause_ms`` override `SmartTurnText`'s veto bound and
-    the pause after which the detector asks.
+    the pause after which the detector asks; ``every_word`` scores Whisper's words
+    without dropping the unheard last ones (the rule before that check).
     """
     from duplex.plugins.smart_turn import SmartTurn, SmartTurnText
+    from duplex.plugins.whisper.turn import WhisperTextTurn
 
     audio = smart.end_of_turn
     if not isinstance(audio, SmartTurn):
         raise SystemExit("the text rule needs Smart Turn")
+    text = WhisperTextTurn(unheard_ms=None) if every_word else WhisperTextTurn()
     model = (
-        SmartTurnText(audio)
+        SmartTurnText(audio, text)
         if unfinished_below is None
-        else SmartTurnText(audio, unfinished_below=unfinished_below)
+        else SmartTurnText(audio, text, unfinished_below=unfinished_below)
     )
     pause = smart.end_of_turn_pause_ms if pause_ms is None else pause_ms
     return dataclasses.replace(smart, end_of_turn=model, end_of_turn_pause_ms=pause)
@@ -71,6 +81,7 @@ async def table(
     from duplex.plugins.whisper.turn import WhisperTextTurn
 
     scorer = await asyncio.to_thread(WhisperTextTurn)
+    every_word = WhisperTextTurn(unheard_ms=None)  # the same loaded model
     lead = np.zeros(RATE // 2, np.int16)
     trailing = np.zeros(3 * RATE // 10, np.int16)
 
@@ -84,10 +95,11 @@ async def table(
     }
     groups["complete sentences"] = [clip(u.audio) for u in complete]
     scores: dict[str, list[float]] = {}
+    before: dict[str, list[float]] = {}  # every word scored, as before the unheard check
     for label, clips in groups.items():
-        verdicts = [await asyncio.to_thread(scorer.verdict, c) for c in clips]
-        scores[label] = [v.probability if v.probability is not None else 0.0 for v in verdicts]
-    whole = scores["complete sentences"]
+        for text_model, out in ((scorer, scores), (every_word, before)):
+            verdicts = [await asyncio.to_thread(text_model.verdict, c) for c in clips]
+            out[label] = [v.probability if v.probability is not None else 0.0 for v in verdicts]
     head = "| text score ≥ | " + " | ".join(groups) + " |\n" + f"|---|{'---|' * len(groups)}"
     rows = [
         f"| {t} | "
@@ -98,11 +110,15 @@ async def table(
         + " |"
         for t in THRESHOLDS
     ]
-    aucs = ", ".join(
-        f"{label.split(': ')[-1]} {_auc(whole, ps):.2f}"
-        for label, ps in scores.items()
-        if label != "complete sentences"
-    )
+
+    def aucs(by_group: dict[str, list[float]]) -> str:
+        whole = by_group["complete sentences"]
+        return ", ".join(
+            f"{label.split(': ')[-1]} {_auc(whole, ps):.2f}"
+            for label, ps in by_group.items()
+            if label != "complete sentences"
+        )
+
     # One combined verdict, as the detector's worker runs it (idle queue, this machine now).
     model = combined(smart).end_of_turn
     assert isinstance(model, SmartTurnText)
@@ -116,7 +132,8 @@ async def table(
             head,
             *rows,
             "",
-            f"AUC (complete sentences above halves): {aucs}. One combined verdict (Smart Turn "
+            f"AUC (complete sentences above halves): {aucs(scores)}; scoring every word "
+            f"Whisper wrote: {aucs(before)}. One combined verdict (Smart Turn "
             f"+ transcription + score) took {statistics.median(times):.0f} ms p50, "
             f"{max(times):.0f} ms max (load average {_load():.1f}).",
         ]

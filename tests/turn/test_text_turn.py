@@ -34,6 +34,8 @@ pytestmark = pytest.mark.skipif(bundled_model_path() is None, reason="needs pipe
 
 #: Hesitations Smart Turn alone calls complete (the bench's cut-off table): the text must hold them.
 HELD_BY_TEXT = (BENCH_PAUSED[0], BENCH_PAUSED[12])  # "... a table for, ...", "... to call, ..."
+#: A mid-flow half Whisper finishes with a word nobody said ("... to me."): cut off before.
+UNHEARD_HALF = BENCH_PAUSED[8]  # "Please send the invoice to, my office address."
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +211,89 @@ def _16k(audio: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.float32]:
 
     x = audio.astype(np.float32) / 32768.0
     return np.asarray(soxr.resample(x, rate, 16000), np.float32)
+
+
+def _clip(audio: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
+    """16 kHz speech as the bench scores it: 0.5 s before, 0.3 s of silence after."""
+    x = np.concatenate([quiet(0.5, 16000), audio, quiet(0.3, 16000)])
+    out: npt.NDArray[np.float32] = x.astype(np.float32) / np.float32(32768.0)
+    return out
+
+
+async def test_a_last_word_the_audio_does_not_hold_is_not_scored(
+    audio_model: SmartTurn, scorer: WhisperTextTurn
+) -> None:
+    from bench.offline_speech import synthesize_midflow
+
+    halves = synthesize_midflow((UNHEARD_HALF,))
+    if not halves:
+        pytest.skip("needs the onnx package for Piper's alignments")
+    u = halves[0]
+    assert u.gap is not None
+    clip = _clip(u.audio[: u.gap[0]])
+    every_word = WhisperTextTurn(unheard_ms=None).verdict(clip)  # the scoring before the check
+    heard = scorer.verdict(clip)
+    # Whisper finishes the half with a word that has no sound; scored, it reads as a whole
+    # sentence and the audio model would decide (it calls this half complete).
+    assert every_word.probability is not None and every_word.probability >= 0.05, every_word
+    assert heard.unheard and every_word.text.startswith(heard.text), (heard, every_word)
+    assert heard.probability is not None and heard.probability < 0.05, heard  # the text holds it
+    # Through the detector, with a 1 s hesitation: scoring every word cuts the caller off.
+    audio = np.concatenate([quiet(0.3, 16000), u.with_pause(1.0), quiet(2.0, 16000)])
+    last_word_ms = 1000.0 * (len(audio) - 2 * 16000) / 16000
+    old_rule = SmartTurnText(audio_model, WhisperTextTurn(unheard_ms=None))
+    before = await first_end(old_rule, audio, 16000)
+    now = await first_end(SmartTurnText(audio_model, scorer), audio, 16000)
+    assert before is not None and before.at_ms < last_word_ms - 500, before
+    assert now is not None and now.at_ms > last_word_ms - 100, now
+
+
+async def test_spoken_last_words_are_kept_and_end_the_turn_promptly(
+    audio_model: SmartTurn, scorer: WhisperTextTurn, piper: PiperTTS
+) -> None:
+    rate = piper.sample_rate
+    for text in ("I did it.", "How are you?"):  # short last words keep their sound
+        v = scorer.verdict(_clip(_16k_int(await synth(piper, text), rate)))
+        assert v.unheard == "" and v.text, (text, v)
+    seen: list[TurnVerdict] = []
+    combined = SmartTurnText(audio_model, scorer, on_verdict=seen.append)
+    for text in ("The meeting starts at nine.", "Please turn on the kitchen lights."):
+        speech = await synth(piper, text)
+        audio = np.concatenate([quiet(0.3, rate), speech, quiet(2.0, rate)])
+        end, decided_ms = await _end_and_when(combined, audio, rate)
+        last_word_ms = 1000.0 * (0.3 * rate + len(speech)) / rate
+        assert end is not None and end.at_ms > last_word_ms - 100, (text, seen)
+        # Decided at the first question, ~200 ms into the pause, not at the 1.5 s limit.
+        assert decided_ms < last_word_ms + 700, (text, decided_ms - last_word_ms, seen)
+        assert end.end_of_turn is not None and end.end_of_turn >= 0.5, (text, seen)
+
+
+async def _end_and_when(
+    model: EndOfTurnModel, audio: npt.NDArray[np.int16], rate: int
+) -> tuple[SpeechEnd | None, float]:
+    """The first turn end and the audio time (ms) when the detector emitted it."""
+    rec = Recorder(model)
+    detector = TurnDetector(WebRTCVAD(2), TurnOptions(end_of_turn=rec), input_rate=rate)
+    step = rate // 50
+    for i in range(0, len(audio), step):
+        for ev in detector.push(AudioFrame(audio[i : i + step], rate)):
+            if isinstance(ev, SpeechEnd):
+                return ev, 1000.0 * (i + step) / rate
+        if rec.futures and not rec.futures[-1].done():
+            await asyncio.wrap_future(rec.futures[-1])
+    return None, float("inf")
+
+
+def test_the_end_of_speech_is_found_from_the_level() -> None:
+    from duplex.plugins.whisper.heard import speech_end_s
+
+    t = np.arange(8000) / 16000.0
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    x = np.concatenate([np.zeros(1600, np.float32), tone, np.zeros(4800, np.float32)])
+    assert speech_end_s(x) == pytest.approx(0.6, abs=0.011)
+    assert speech_end_s(np.zeros(0, np.float32)) == 0.0
+
+
+def _16k_int(audio: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
+    out: npt.NDArray[np.int16] = (np.clip(_16k(audio, rate), -1.0, 1.0) * 32767).astype(np.int16)
+    return out

