@@ -83,16 +83,7 @@ async def first_end(
     model: EndOfTurnModel, audio: npt.NDArray[np.int16], rate: int
 ) -> SpeechEnd | None:
     """Feed 20 ms frames; while the model thinks, wait for it (as a live call's frames would)."""
-    rec = Recorder(model)
-    detector = TurnDetector(WebRTCVAD(2), TurnOptions(end_of_turn=rec), input_rate=rate)
-    step = rate // 50
-    for i in range(0, len(audio), step):
-        for ev in detector.push(AudioFrame(audio[i : i + step], rate)):
-            if isinstance(ev, SpeechEnd):
-                return ev
-        if rec.futures and not rec.futures[-1].done():
-            await asyncio.wrap_future(rec.futures[-1])
-    return None
+    return (await _end_and_when(model, audio, rate))[0]
 
 
 def quiet(seconds: float, rate: int) -> npt.NDArray[np.int16]:

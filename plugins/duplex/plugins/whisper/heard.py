@@ -27,15 +27,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .model import RATE, drop_loop
+from .model import RATE, encode_clip, greedy_text
 
 #: A trailing word whose aligned span is shorter than this had no sound of its own.
 UNHEARD_MS = 40.0
 #: How far past the level-based end of speech the words may be aligned.
 MARGIN_S = 0.1
-#: Silence appended before encoding, and the shortest encoder input (as `transcribe_clip`).
-_TAIL_PAD = 2 * RATE
-_MIN_SAMPLES = RATE
 #: Level below the clip's peak (-30 dB) that counts as silence.
 _QUIET = 0.03
 #: Characters of a "word" that is only punctuation (the aligner splits those off).
@@ -75,29 +72,12 @@ def transcribe_heard(
     ``unheard_ms=None`` keeps every word (no alignment pass). Blocking: run it
     off the event loop.
     """
-    import ctranslate2
-
     if audio.size == 0:
         return Heard("")
-    pad = max(_TAIL_PAD, _MIN_SAMPLES - len(audio))
-    clip = np.concatenate([audio.astype(np.float32), np.zeros(pad, np.float32)])
-    feats = model.feature_extractor(clip)[:, :-1]  # [80, frames]; the last frame is partial
-    feats = np.ascontiguousarray(feats[None, :, : min(feats.shape[1], 3000)], np.float32)
-    encoded = model.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
-    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
-    max_new = 12 + int(len(audio) / RATE * 8)
-    result = model.model.generate(
-        encoded,
-        [prompt],
-        beam_size=1,
-        max_length=min(448, len(prompt) + max_new),
-        return_no_speech_prob=True,
-        suppress_blank=True,
-    )[0]
-    if result.no_speech_prob > no_speech_threshold:
-        return Heard("")
-    tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-    text = drop_loop(str(tokenizer.decode(tokens)).strip())
+    feats, encoded = encode_clip(model, audio)
+    text = greedy_text(
+        model, tokenizer, encoded, len(audio), no_speech_threshold=no_speech_threshold
+    )
     if not text or unheard_ms is None:
         return Heard(text)
     ids = tokenizer.encode(" " + text)

@@ -99,15 +99,11 @@ def transcribe_clip(
     already heard in this turn) is given as the previous-text prompt, which keeps
     wording and casing consistent across clips. Blocking: run it in a thread.
     """
-    import ctranslate2
     from faster_whisper.tokenizer import Tokenizer
 
     if audio.size == 0:
         return ""
-    pad = max(_TAIL_PAD, _MIN_SAMPLES - len(audio))
-    clip = np.concatenate([audio.astype(np.float32), np.zeros(pad, np.float32)])
-    features = model.feature_extractor(clip)[:, :-1]  # [80, frames]; the last frame is partial
-    features = np.ascontiguousarray(features[None, :, : min(features.shape[1], 3000)], np.float32)
+    _, encoded = encode_clip(model, audio)
     tokenizer = Tokenizer(
         model.hf_tokenizer,
         model.model.is_multilingual,
@@ -115,10 +111,40 @@ def transcribe_clip(
         language=language or ("en" if model.model.is_multilingual else None),
     )
     previous = tokenizer.encode(" " + context.strip())[-96:] if context.strip() else []
-    prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
-    max_new = 12 + int(len(audio) / RATE * 8)  # fast speech is ~5 tokens/s; loops are cut below
+    return greedy_text(
+        model, tokenizer, encoded, len(audio), previous, no_speech_threshold=no_speech_threshold
+    )
+
+
+def encode_clip(model: Any, audio: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], Any]:
+    """A clip's log-mel features [1, 80, frames] and their encoding (padded, at most 30 s).
+
+    Encoded once, the clip can be decoded and aligned (`heard`) without a second pass.
+    """
+    import ctranslate2
+
+    pad = max(_TAIL_PAD, _MIN_SAMPLES - len(audio))
+    clip = np.concatenate([audio.astype(np.float32), np.zeros(pad, np.float32)])
+    features = model.feature_extractor(clip)[:, :-1]  # [80, frames]; the last frame is partial
+    features = np.ascontiguousarray(features[None, :, : min(features.shape[1], 3000)], np.float32)
+    encoded = model.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
+    return features, encoded
+
+
+def greedy_text(
+    model: Any,
+    tokenizer: Any,
+    encoded: Any,
+    samples: int,
+    previous: list[int] | None = None,
+    *,
+    no_speech_threshold: float = 0.6,
+) -> str:
+    """Greedy text of an encoded clip of ``samples`` samples ("" when it holds no speech)."""
+    prompt = model.get_prompt(tokenizer, previous or [], without_timestamps=True)
+    max_new = 12 + int(samples / RATE * 8)  # fast speech is ~5 tokens/s; loops are cut below
     result = model.model.generate(
-        ctranslate2.StorageView.from_array(features),
+        encoded,
         [prompt],
         beam_size=1,
         max_length=min(448, len(prompt) + max_new),
