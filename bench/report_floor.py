@@ -67,13 +67,13 @@ def floor_top(rows: list[Row], sessions: int) -> str:
     if not any(split_name(r.framework)[0] == "floor" for r in mine):
         return ""
     lines = [
-        f"| at {sessions} sessions | workers | cores used | CPU s/session-s | lateness p99 (ms) | "
-        "turns answered | missed barge-ins | timeouts |",
-        "|---|---:|---:|---:|---:|---|---:|---:|",
+        f"| at {sessions} sessions | workers | started | cores used | CPU s/session-s | "
+        "lateness p99 (ms) | turns answered | missed barge-ins | timeouts |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in sorted(mine, key=lambda r: r.framework):
         lines.append(
-            f"| {split_name(r.framework)[0]} | {r.workers} | {_f(r.cores_used, 2)} | "
+            f"| {split_name(r.framework)[0]} | {r.workers} | {r.started} | {_f(r.cores_used, 2)} | "
             f"{_f(r.cpu_per_session_s)} | {_f(r.lateness_p99, 1)} | {r.answered} / {r.turns} | "
             f"{r.missed_interruptions} of {r.interruptions + r.missed_interruptions} | "
             f"{r.timeouts} |"

@@ -81,8 +81,8 @@ class Factory:
 
             from .fw_floor import FloorCall
 
-            if self._http is None:
-                self._http = aiohttp.ClientSession()
+            if self._http is None:  # no cap on sockets (aiohttp's default pool holds 100)
+                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             return FloorCall(url, sid, clock, self._http)
         if self.framework == "livekit":
             import aiohttp
