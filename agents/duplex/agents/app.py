@@ -136,6 +136,27 @@ class AppSpec:
     target: Callable[..., Any]
     module: ModuleType
 
+    def command_defaults(
+        self,
+        backend: Backend,
+        session_options: Mapping[str, Any],
+        vad: Callable[[], Any] | None = None,
+    ) -> dict[str, Any]:
+        """``session_options`` plus the commands' turn-taking defaults.
+
+        A session the command builds (not ``create_session``'s own) that names no VAD
+        gets ``vad()`` (`default_vad` unless given) and, unless it names turn options,
+        `default_turn` for ``backend``.
+        """
+        options = dict(session_options)
+        if "vad" not in options and self.kind != "create_session":
+            options["vad"] = (vad or default_vad)()
+            if "turn" not in options:
+                turn = default_turn(backend)
+                if turn is not None:
+                    options["turn"] = turn
+        return options
+
     async def start(
         self,
         transport: Transport,
@@ -146,16 +167,10 @@ class AppSpec:
     ) -> AgentSession:
         """Build this app's session for one call and start it on ``transport``.
 
-        A session the command builds (not ``create_session``'s own) gets `default_vad`
-        and `default_turn` unless ``session_options`` names a VAD, so every command
-        turns the same way.
+        A session the command builds gets `command_defaults` (the default VAD and
+        end of turn), so every command turns the same way.
         """
-        if "vad" not in session_options and self.kind != "create_session":
-            session_options = {**session_options, "vad": default_vad()}
-            if "turn" not in session_options:
-                turn = default_turn(backend)
-                if turn is not None:
-                    session_options["turn"] = turn
+        session_options = self.command_defaults(backend, session_options)
         if self.kind == "entrypoint":
             ctx = AppContext(transport, backend, session_options, prepare=prepare)
             await self.target(ctx)

@@ -25,7 +25,6 @@ from duplex.agents.app import (
     AppSpec,
     choose_backend,
     default_backend_name,
-    default_turn,
     load_app,
 )
 from duplex.agents.backend import Backend
@@ -114,22 +113,14 @@ def default_vad() -> Any | None:
 def phone_session_options(
     spec: AppSpec, backend: Backend, session_options: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A phone call's session options: the 8 kHz VAD and the default end of turn.
+    """A phone call's session options: `AppSpec.command_defaults` with the 8 kHz VAD.
 
     As `agent dev` does, the command's sessions get the end-of-turn model where it is
     installed (Smart Turn, plus the text score for a Whisper cascade), so a caller on
     the phone is answered as soon as the sentence is finished rather than after a
-    fixed silence. An app's own VAD or turn options win; ``create_session`` apps build
-    their sessions themselves.
+    fixed silence. An app's own VAD or turn options win.
     """
-    options = dict(session_options or {})
-    if "vad" not in options and spec.kind != "create_session":
-        options["vad"] = default_vad()
-        if "turn" not in options:
-            turn = default_turn(backend)
-            if turn is not None:
-                options["turn"] = turn
-    return options
+    return spec.command_defaults(backend, session_options or {}, vad=default_vad)
 
 
 TransportT = TypeVar("TransportT", bound=Transport)
