@@ -1,7 +1,7 @@
 """The floor: the least any realtime bridge in Python must do per call, and nothing more.
 
 Not a framework. Each caller frame is decimated 48 -> 24 kHz by slicing, base64'd
-into an append from a string template and written on the socket without a task
+into an append (the template duplex's uplink uses) and written on the socket without a task
 (the cheapest send aiohttp allows); each reply delta is parsed, decoded, doubled
 back to 48 kHz by repeating samples and played as 20 ms frames; a server
 ``speech_started`` clears the speaker. No VAD, no resampling filter, no chat
@@ -25,11 +25,11 @@ import aiohttp
 import numpy as np
 
 from duplex.agents import nowait
+from duplex.backends.openai.appends import append_message
 
 from . import config as C
 from .clock import PlayoutClock
 
-_TEMPLATE = '{"event_id":"f%d","type":"input_audio_buffer.append","audio":"%s"}'
 _ids = itertools.count()
 OUT_FRAME = C.OUTPUT_RATE * C.FRAME_MS // 1000
 BUFFER_FRAMES = 5
@@ -66,7 +66,7 @@ class FloorCall:
             return
         data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
         self._pending = []
-        text = _TEMPLATE % (next(_ids), base64.b64encode(data.tobytes()).decode("ascii"))
+        text = append_message(f"f{next(_ids)}", data.tobytes())
         waiting = nowait.start(ws.send_str(text))
         if waiting is not None:
             task = asyncio.create_task(waiting.finish())

@@ -17,7 +17,15 @@ from . import config as C
 from .analysis import Row
 from .multi import split_name
 from .report_floor import floor_parts
-from .report_scaling import deployed, display_name, memory_section, scaling_table, top_targets
+from .report_scaling import (
+    NAMES,
+    deployed,
+    display_name,
+    find_row,
+    memory_section,
+    scaling_table,
+    top_targets,
+)
 
 if TYPE_CHECKING:
     from .run import Plan
@@ -26,14 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 DOC_IMG = ROOT / "docs" / "img" / "bench-latest.png"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-NAMES = {
-    "duplex": "duplex",
-    "livekit": "livekit-agents",
-    "pipecat": "pipecat",
-    "duplex_server_vad": "duplex (server VAD only)",
-    "harness": "harness alone",
-    "floor": "floor (bytes only)",
-}
 
 #: (label, getter, target for duplex, livekit's reference figure, lower is better)
 Getter = Callable[[Row], "float | None"]
@@ -72,10 +72,6 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
-def _find(rows: list[Row], fw: str, n: int) -> Row | None:
-    return next((r for r in rows if r.framework == fw and r.sessions == n), None)
-
-
 def capacity(rows: list[Row], fw: str) -> str:
     """The most sessions tested before p99 output-frame lateness passed the limit."""
     mine = sorted((r for r in rows if r.framework == fw), key=lambda r: r.sessions)
@@ -100,8 +96,8 @@ def summary_table(
     memory: dict[str, Any] | None = None,
     harness: list[Row] | None = None,
 ) -> str:
-    d, lk = _find(rows, "duplex", level), _find(rows, "livekit", level)
-    pc = _find(rows, "pipecat", level)
+    d, lk = find_row(rows, "duplex", level), find_row(rows, "livekit", level)
+    pc = find_row(rows, "pipecat", level)
     lines = [
         f"| at {level} sessions | duplex | livekit-agents | pipecat | duplex / livekit | "
         "duplex / pipecat | duplex target | livekit reference |",
@@ -128,7 +124,7 @@ def summary_table(
         f"{_ratio(cpu[0], cpu[2])} | ≤ 0.33{met} | |"
     )
     alone = next((h for h in harness or [] if h.sessions == level and h.workers == 1), None)
-    fl = _find(rows, "floor", level)
+    fl = find_row(rows, "floor", level)
     for label, less in (
         ("net of the harness", alone.cpu_per_session_s if alone else None),
         ("above the floor (bytes only:", fl.cpu_per_session_s if fl else None),
@@ -199,7 +195,7 @@ def ratio_table(rows: list[Row]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in levels:
-        d, lk = _find(rows, "duplex", n), _find(rows, "livekit", n)
+        d, lk = find_row(rows, "duplex", n), find_row(rows, "livekit", n)
         if d is None or lk is None:
             continue
         lines.append(

@@ -11,17 +11,9 @@ from __future__ import annotations
 
 from .analysis import Row
 from .multi import split_name
+from .report_scaling import NAMES, find_row, fmt
 
 FRAMEWORKS = ("duplex", "livekit", "pipecat")
-NAMES = {"duplex": "duplex", "livekit": "livekit-agents", "pipecat": "pipecat"}
-
-
-def _f(v: float | None, digits: int = 4) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _find(rows: list[Row], fw: str, n: int) -> Row | None:
-    return next((r for r in rows if r.framework == fw and r.sessions == n), None)
 
 
 def floor_table(rows: list[Row]) -> str:
@@ -36,20 +28,20 @@ def floor_table(rows: list[Row]) -> str:
         "|---:|---:|---:|" + "---:|" * (len(FRAMEWORKS) + 1),
     ]
     for n in levels:
-        fl = _find(rows, "floor", n)
+        fl = find_row(rows, "floor", n)
         assert fl is not None
         base = fl.cpu_per_session_s
         above: dict[str, float | None] = {}
         for fw in FRAMEWORKS:
-            r = _find(rows, fw, n)
+            r = find_row(rows, fw, n)
             cpu = None if r is None else r.cpu_per_session_s
             above[fw] = None if cpu is None or base is None else cpu - base
         d, lk = above["duplex"], above["livekit"]
         ratio = "–" if d is None or not lk or lk <= 0 else f"{d / lk:.2f}"
         lines.append(
-            f"| {n} | {_f(base)} | {_f(fl.input_ms.get('p99'), 1)} / "
-            f"{_f(fl.output_ms.get('p99'), 1)} | "
-            + " | ".join(_f(above[f]) for f in FRAMEWORKS)
+            f"| {n} | {fmt(base, 4)} | {fmt(fl.input_ms.get('p99'), 1)} / "
+            f"{fmt(fl.output_ms.get('p99'), 1)} | "
+            + " | ".join(fmt(above[f], 4) for f in FRAMEWORKS)
             + f" | {ratio} |"
         )
     return "\n".join(lines)
@@ -73,8 +65,9 @@ def floor_top(rows: list[Row], sessions: int) -> str:
     ]
     for r in sorted(mine, key=lambda r: r.framework):
         lines.append(
-            f"| {split_name(r.framework)[0]} | {r.workers} | {r.started} | {_f(r.cores_used, 2)} | "
-            f"{_f(r.cpu_per_session_s)} | {_f(r.lateness_p99, 1)} | {r.answered} / {r.turns} | "
+            f"| {split_name(r.framework)[0]} | {r.workers} | {r.started} | "
+            f"{fmt(r.cores_used, 2)} | {fmt(r.cpu_per_session_s, 4)} | "
+            f"{fmt(r.lateness_p99, 1)} | {r.answered} / {r.turns} | "
             f"{r.missed_interruptions} of {r.interruptions + r.missed_interruptions} | "
             f"{r.timeouts} |"
         )

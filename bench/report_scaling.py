@@ -15,13 +15,29 @@ TOP_LATENESS_MS = 20.0
 SESSIONS_PER_WORKER = 150
 
 
+#: How each framework (a worker's ``--framework``) is named in the results.
+NAMES = {
+    "duplex": "duplex",
+    "livekit": "livekit-agents",
+    "pipecat": "pipecat",
+    "duplex_server_vad": "duplex (server VAD only)",
+    "harness": "harness alone",
+    "floor": "floor (bytes only)",
+}
+
+
+def find_row(rows: list[Row], framework: str, sessions: int) -> Row | None:
+    return next((r for r in rows if r.framework == framework and r.sessions == sessions), None)
+
+
 def display_name(framework: str, names: dict[str, str]) -> str:
     base, workers = split_name(framework)
     name = names.get(base, base)
     return name if workers == 1 else f"{name}, {workers} workers"
 
 
-def _f(v: float | None, digits: int = 1) -> str:
+def fmt(v: float | None, digits: int = 1) -> str:
+    """A figure for a table cell ("–" when not measured)."""
     return "–" if v is None else f"{v:.{digits}f}"
 
 
@@ -48,12 +64,12 @@ def scaling_table(rows: list[Row], harness: list[Row]) -> str:
         h = _harness_cpu(harness, r.sessions, r.workers)
         net = None if h is None or r.cpu_per_session_s is None else r.cpu_per_session_s - h
         lines.append(
-            f"| {r.sessions} | {r.workers} | {_f(r.cores_used, 2)} | "
-            f"{' / '.join(_f(c, 2) for c in r.cores_by_worker) or '–'} | "
-            f"{_f(r.cpu_per_session_s, 4)} | {_f(net, 4)} | {_f(r.lateness_p99)} | "
-            f"{_f(r.input_ms.get('p99'))} | {_f(r.output_ms.get('p99'))} | {r.replies} | "
+            f"| {r.sessions} | {r.workers} | {fmt(r.cores_used, 2)} | "
+            f"{' / '.join(fmt(c, 2) for c in r.cores_by_worker) or '–'} | "
+            f"{fmt(r.cpu_per_session_s, 4)} | {fmt(net, 4)} | {fmt(r.lateness_p99)} | "
+            f"{fmt(r.input_ms.get('p99'))} | {fmt(r.output_ms.get('p99'))} | {r.replies} | "
             f"{r.answered} / {r.turns} | {r.missed_interruptions} | {r.timeouts} | "
-            f"{_f(r.server_cpu_pct, 0)}% | {_f(r.foreign_cpu_pct, 0)}% |"
+            f"{fmt(r.server_cpu_pct, 0)}% | {fmt(r.foreign_cpu_pct, 0)}% |"
         )
     return "\n".join(lines)
 
@@ -74,7 +90,7 @@ def top_targets(rows: list[Row]) -> str:
         [
             f"| at {TOP_LEVEL} sessions, duplex on {r.workers} workers | measured | target |",
             "|---|---:|---:|",
-            f"| output-frame lateness p99 (ms) | {_f(late)} | ≤ {TOP_LATENESS_MS:.0f} "
+            f"| output-frame lateness p99 (ms) | {fmt(late)} | ≤ {TOP_LATENESS_MS:.0f} "
             f"{mark(late is not None and late <= TOP_LATENESS_MS)} |",
             f"| turns answered | {r.answered} / {r.turns} (timeouts {r.timeouts}) | every one "
             f"{mark(r.every_turn_answered)} |",
@@ -83,7 +99,7 @@ def top_targets(rows: list[Row]) -> str:
             f"{mark(r.missed_interruptions == 0 and r.interruptions > 0)} |",
             f"| sessions started | {r.started} / {r.sessions} | all "
             f"{mark(r.started == r.sessions)} |",
-            f"| cores used | {_f(r.cores_used, 2)} | |",
+            f"| cores used | {fmt(r.cores_used, 2)} | |",
         ]
     )
 
@@ -132,13 +148,13 @@ def memory_section(memory: dict[str, Any] | None, rows: list[Row], level: int) -
         "| process | shape | RSS MB | USS MB | PSS MB | MB per call as deployed |",
         "|---|---|---:|---:|---:|---:|",
         f"| livekit-agents job | one process per job, forked from a forkserver with "
-        f"livekit's preloads | {cells(lk)} | {_f(per_call.get('livekit'))} (its USS) |",
+        f"livekit's preloads | {cells(lk)} | {fmt(per_call.get('livekit'))} (its USS) |",
         f"| livekit-agents forkserver | shared by every job, once per machine | "
         f"{cells(lk.get('forkserver') or {})} | |",
         f"| pipecat | one pipeline per process (spawned) | {cells(pc)} | "
-        f"{_f(per_call.get('pipecat'))} (its USS) |",
+        f"{fmt(per_call.get('pipecat'))} (its USS) |",
         f"| duplex worker, one session | many sessions per process, one worker per core | "
-        f"{cells(dx)} | {_f(per_call.get('duplex'), 2)} ({_f(extra, 2)} per extra session + "
+        f"{cells(dx)} | {fmt(per_call.get('duplex'), 2)} ({fmt(extra, 2)} per extra session + "
         f"the worker's USS over {SESSIONS_PER_WORKER} sessions) |",
         f"| harness alone | the probe's callers and clocks, no framework | {cells(hn)} | |",
     ]

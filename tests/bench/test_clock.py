@@ -14,14 +14,19 @@ async def ran_dry(clock: PlayoutClock) -> None:
             await asyncio.sleep(FRAME_S / 4)
 
 
+def assert_stopped_once(clock: PlayoutClock) -> None:
+    """One stop recorded, and the reply's segment marked stopped."""
+    assert len(clock.stops) == 1
+    seg = clock.current
+    assert seg is not None and seg.stopped_at is not None
+
+
 async def test_a_clear_while_the_reply_is_playing_is_a_stop() -> None:
     clock = PlayoutClock(LatenessHistogram())
     for _ in range(3):
         clock.write()
     clock.clear()
-    assert len(clock.stops) == 1
-    seg = clock.current
-    assert seg is not None and seg.stopped_at is not None
+    assert_stopped_once(clock)
 
 
 async def test_a_clear_during_an_underrun_mid_reply_is_a_stop() -> None:
@@ -33,9 +38,7 @@ async def test_a_clear_during_an_underrun_mid_reply_is_a_stop() -> None:
     await ran_dry(clock)
     assert not clock.playing
     clock.clear()
-    assert len(clock.stops) == 1
-    seg = clock.current
-    assert seg is not None and seg.stopped_at is not None
+    assert_stopped_once(clock)
 
 
 async def test_a_clear_after_the_whole_reply_played_is_not_a_stop() -> None:

@@ -158,15 +158,27 @@ async def test_appends_precede_the_commit_that_follows_them(server: RealtimeTest
     """A merge still pending when the session sends another event goes first."""
     session = await connect(server)
     audio = signal(5)  # 60 ms leave merged, the last 40 ms are still waiting at the commit
+    types = await push_then_commit(session, server, audio, stall_s=0.025)
+    assert types[-1] == "input_audio_buffer.commit"
+    await session.aclose()
+
+
+async def push_then_commit(
+    session: OpenAIRealtimeSession,
+    server: RealtimeTestServer,
+    audio: npt.NDArray[np.int16],
+    *,
+    stall_s: float = 0.0,
+) -> list[str]:
+    """Push ``audio`` frame by frame (the loop stalled ``stall_s`` before each), commit,
+    check every sample arrived in order, and return the input buffer events received."""
     for frame in frames_of(audio):
-        stall(0.025)
+        if stall_s:
+            stall(stall_s)
         session.push_audio_nowait(frame)
     await session.commit_audio()
-    types = [t for t in server.received_types() if t.startswith("input_audio_buffer")]
-    assert types[-1] == "input_audio_buffer.commit"
-    got = appended(server)
-    assert np.array_equal(np.concatenate(got), audio)
-    await session.aclose()
+    assert np.array_equal(np.concatenate(appended(server)), audio)
+    return [t for t in server.received_types() if t.startswith("input_audio_buffer")]
 
 
 async def test_large_frames_are_cut_to_at_most_60ms(server: RealtimeTestServer) -> None:
@@ -215,15 +227,10 @@ async def test_a_frame_held_for_the_cadence_goes_before_the_commit(
 ) -> None:
     # 40 ms: five frames are two appends and one held
     session = await connect(server, append_cadence_ms=40)
-    audio = signal(5)
-    for frame in frames_of(audio):
-        session.push_audio_nowait(frame)
-    await session.commit_audio()
-    types = [t for t in server.received_types() if t.startswith("input_audio_buffer")]
+    types = await push_then_commit(session, server, signal(5))
     # (a loop that happens to run late merges more: 2 or 3 appends, the commit always last)
     assert types[-1] == "input_audio_buffer.commit" and len(types) >= 3
     assert set(types[:-1]) == {"input_audio_buffer.append"}
-    assert np.array_equal(np.concatenate(appended(server)), audio)
     await session.aclose()
 
 
