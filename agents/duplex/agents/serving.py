@@ -84,6 +84,61 @@ class CallLoad:
         await self._idle.wait()
 
 
+class AppServer:
+    """An aiohttp app served on ``host:port``, as a worker among siblings or alone.
+
+    The one place the playground and the phone server bind, drain and stop: a subclass
+    builds its app (routes, middlewares) and tracks its calls in `load`; `start` binds,
+    `drain` stops listening and waits for the calls, `stop_serving` ends the app.
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        on_load: Callable[[int], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.reuse_port = reuse_port
+        self.load = CallLoad(on_load)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        """Bind and serve; returns the URL (with the real port when ``port`` was 0)."""
+        self._runner, self.port = await bind_app(
+            self.app, self.host, self.port, reuse_port=self.reuse_port
+        )
+        return self.url
+
+    @property
+    def draining(self) -> bool:
+        """Set by `drain`: new calls are answered 503."""
+        return self.load.draining
+
+    async def drain(self) -> None:
+        """Take no new calls (stop listening; answer 503) and wait for those in progress."""
+        await self.load.drain(self._runner)
+
+    async def wait_idle(self) -> None:
+        """Until no call is live."""
+        await self.load.wait_idle()
+
+    async def stop_serving(self) -> None:
+        """Close the listening socket and every connection (after the calls were hung up)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
 def draining_response() -> web.Response:
     """What a draining server answers a new call: 503, come back (to a sibling) shortly."""
     return web.json_response(

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from duplex.agents.serving import CallLoad, bind_app, draining_response
+from duplex.agents.serving import AppServer, draining_response
 
 from .control import CallControl, TelnyxCallControl, stream_twiml
 from .dialects import DIALECTS, MediaStreamProtocolError, dialect_for
@@ -53,7 +53,7 @@ class PhoneCall:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-class PhoneServer:
+class PhoneServer(AppServer):
     """Serves one provider's calls from one process; each call gets a transport and a session."""
 
     def __init__(
@@ -82,8 +82,6 @@ class PhoneServer:
             raise ValueError(f"unknown provider {provider!r} (one of {', '.join(DIALECTS)})")
         self.factory = factory
         self.provider = provider
-        self.host = host
-        self.port = port
         #: ``https://example.com`` as the provider reaches us; signatures are over this URL.
         self.public_url = public_url.rstrip("/") if public_url else None
         self.control = control
@@ -97,42 +95,21 @@ class PhoneServer:
         self.calls: dict[str, PhoneCall] = {}
         #: Every call's transport ever served (tests and metrics read the finished ones).
         self.history: list[MediaStreamTransport] = []
-        self.app = web.Application(client_max_size=max_frame_bytes)
-        self.app.add_routes(
+        app = web.Application(client_max_size=max_frame_bytes)
+        app.add_routes(
             [
                 web.post("/voice", self._voice),
                 web.get("/media", self._media),
                 web.get("/health", self._health),
             ]
         )
-        self.reuse_port = reuse_port
+        super().__init__(app, host, port, reuse_port=reuse_port, on_load=on_load)
         self.status = status
-        self.load = CallLoad(on_load)
-        self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
 
     @property
     def secured(self) -> bool:
         return bool(self._twilio_token if self.provider == "twilio" else self._telnyx_key)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def start(self) -> str:
-        self._runner, self.port = await bind_app(
-            self.app, self.host, self.port, reuse_port=self.reuse_port
-        )
-        return self.url
-
-    @property
-    def draining(self) -> bool:
-        """Set by `drain`: new calls' webhooks are answered 503."""
-        return self.load.draining
-
-    async def drain(self) -> None:
-        """Take no new calls (stop listening; webhooks 503) and wait for those in progress."""
-        await self.load.drain(self._runner)
 
     async def aclose(self) -> None:
         """Hang up every stream (the provider then ends or continues the call), stop serving."""
@@ -145,13 +122,7 @@ class PhoneServer:
             await asyncio.gather(*call.tasks, return_exceptions=True)
         if self.control is not None:
             await self.control.aclose()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def wait_idle(self) -> None:
-        """Until no call is live (every stream closed and its session ended)."""
-        await self.load.wait_idle()
+        await self.stop_serving()
 
     # --- webhooks -----------------------------------------------------------------------------
     def _public(self, request: web.Request) -> str:

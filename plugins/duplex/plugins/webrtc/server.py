@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from duplex.agents.errors import ConfigurationError
-from duplex.agents.serving import CallLoad, bind_app, draining_response
+from duplex.agents.serving import AppServer, draining_response
 
 from .guard import TOKEN_ENV, AccessPolicy, BucketsByKey, RateLimit, is_loopback
 from .transport import SignalingError, WebRTCTransport
@@ -65,7 +65,7 @@ class Peer:
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-class PlaygroundServer:
+class PlaygroundServer(AppServer):
     """Serves many peers from one process; each gets its own transport and session."""
 
     def __init__(
@@ -94,8 +94,6 @@ class PlaygroundServer:
         told each change of the calls in progress, ``status()`` adds to ``/health``.
         """
         self.factory = factory
-        self.host = host
-        self.port = port
         self.max_peers = max_peers
         #: Shown by /health and sent to each page on connect (app and backend names).
         self.info = dict(info or {})
@@ -111,11 +109,9 @@ class PlaygroundServer:
         self.max_pending_per_peer = max_pending_per_peer
         self._offers = BucketsByKey(offer_rate)
         self.peers: dict[str, Peer] = {}
-        self.reuse_port = reuse_port
         self.status = status
-        self.load = CallLoad(on_load)
-        self.app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
-        self.app.add_routes(
+        app = web.Application(client_max_size=256 * 1024, middlewares=[self._guard])
+        app.add_routes(
             [
                 web.get("/", self._index),
                 web.get("/static/{name}", self._static),
@@ -123,28 +119,12 @@ class PlaygroundServer:
                 web.post("/offer", self._offer),
             ]
         )
-        self._runner: web.AppRunner | None = None
+        super().__init__(app, host, port, reuse_port=reuse_port, on_load=on_load)
         self._files = {name: _read_static(name) for name in _STATIC}
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
-
-    async def start(self) -> str:
-        """Bind and serve; returns the URL (with the real port when ``port`` was 0)."""
-        self._runner, self.port = await bind_app(
-            self.app, self.host, self.port, reuse_port=self.reuse_port
-        )
-        return self.url
-
-    @property
-    def draining(self) -> bool:
-        """Set by `drain`: new offers are answered 503."""
-        return self.load.draining
-
-    async def drain(self) -> None:
-        """Take no new calls (stop listening; answer 503) and wait for those in progress."""
-        await self.load.drain(self._runner)
 
     def _load_changed(self) -> None:
         self.load.changed(len(self.peers))
@@ -159,9 +139,7 @@ class PlaygroundServer:
             if self.peers.get(p.transport.session_id) is p:
                 del self.peers[p.transport.session_id]
         self._load_changed()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.stop_serving()
 
     # --- access control -----------------------------------------------------------------
     @web.middleware
