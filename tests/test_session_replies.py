@@ -298,7 +298,9 @@ async def test_local_vad_end_to_end_starts_at_the_last_speech_sample() -> None:
     await mic.say(AudioFrame.concat([silence, tone(400, 48000, freq=300.0), silence, silence]))
     m = (await asyncio.wait_for(metrics, 5)).metrics
     truth = (transport.output.played[0].wall - mic.captured_at(600)) * 1000.0
-    assert truth > TURN.silence_duration_ms  # the caller waited through the silence window
+    # The caller waited through the silence window (less one frame: the frame that carried
+    # the last speech sample may itself have been delivered late by the loop).
+    assert truth > TURN.silence_duration_ms - 20.0
     assert m.end_to_end_ms == pytest.approx(truth, abs=2 * 20.0)  # VAD frame + resampler
     await session.aclose()
 
