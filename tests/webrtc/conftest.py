@@ -119,6 +119,7 @@ async def playground(
     from duplex.plugins.webrtc.server import PlaygroundServer
 
     spec = spec or load_app(EXAMPLE_ARG)
+    await backend.prewarm()  # as `agent dev` does: models load before the first call, not in it
     server = PlaygroundServer(
         app_factory(spec, backend, vad=default_vad()),
         port=0,
