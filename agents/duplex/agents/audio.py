@@ -179,6 +179,22 @@ def pcm16_to_float(samples: Int16Array) -> Float32Array:
     return (samples.astype(np.float32) / 32768.0).astype(np.float32)
 
 
+def sound_end(samples: Float32Array, sample_rate: int, *, below_peak: float = 0.03) -> int | None:
+    """Sample index where the last sound ends: the end of the last 10 ms window whose RMS
+    is within ``below_peak`` of the loudest window's (0.03: 30 dB). None when no window is.
+
+    Level, not a VAD: what the turn models use to find where the speech of a clip ends.
+    """
+    w = sample_rate // 100
+    n = len(samples) // w
+    if n == 0:
+        return None
+    windows = samples[: n * w].reshape(n, w)
+    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
+    loud = np.flatnonzero(rms > rms.max() * below_peak)
+    return (int(loud[-1]) + 1) * w if loud.size else None
+
+
 class FrameChunker:
     """Cuts a stream of arbitrary-length frames into fixed-size frames.
 

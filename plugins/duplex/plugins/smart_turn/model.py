@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from duplex.agents.audio import sound_end
 from duplex.agents.vad import EndOfTurnModel
 
 from ._model import resolve_model_path, shared_session
@@ -65,13 +66,5 @@ class SmartTurn(EndOfTurnModel):
 
 
 def _cut_trailing_silence(x: npt.NDArray[np.float32], keep_ms: float) -> npt.NDArray[np.float32]:
-    w = SAMPLE_RATE // 100  # 10 ms
-    n = len(x) // w
-    if n == 0:
-        return x
-    rms = np.sqrt(np.mean(x[: n * w].reshape(n, w) ** 2, axis=1))
-    loud = np.flatnonzero(rms > rms.max() * 0.03)
-    if not loud.size:
-        return x
-    end = (int(loud[-1]) + 1) * w + int(keep_ms * SAMPLE_RATE / 1000)
-    return x[:end]
+    end = sound_end(x, SAMPLE_RATE)
+    return x if end is None else x[: end + int(keep_ms * SAMPLE_RATE / 1000)]

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from duplex.agents.audio import sound_end
+
 from .model import RATE, encode_clip, greedy_text
 
 #: A trailing word whose aligned span is shorter than this had no sound of its own.
@@ -49,13 +51,8 @@ class Heard:
 
 def speech_end_s(audio: npt.NDArray[np.float32]) -> float:
     """Seconds to the end of the last 10 ms window within 30 dB of the clip's peak."""
-    w = RATE // 100
-    n = len(audio) // w
-    if n == 0:
-        return len(audio) / RATE
-    rms = np.sqrt(np.mean(np.square(audio[: n * w].reshape(n, w), dtype=np.float64), axis=1))
-    loud = np.flatnonzero(rms > rms.max() * _QUIET)
-    return (int(loud[-1]) + 1) * w / RATE if loud.size else len(audio) / RATE
+    end = sound_end(audio, RATE, below_peak=_QUIET)
+    return (len(audio) if end is None else end) / RATE
 
 
 def transcribe_heard(
