@@ -21,12 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from duplex.agents.app import (
-    AppSpec,
-    choose_backend,
-    default_backend_name,
-    load_app,
-)
+from duplex.agents.app import AppSpec, choose_backend, default_backend_name, load_app
 from duplex.agents.backend import Backend
 from duplex.agents.cli import (
     Subparsers,
