@@ -126,8 +126,8 @@ def summary_table(
     alone = next((h for h in harness or [] if h.sessions == level and h.workers == 1), None)
     fl = find_row(rows, "floor", level)
     for label, less in (
-        ("net of the harness", alone.cpu_per_session_s if alone else None),
-        ("above the floor (bytes only:", fl.cpu_per_session_s if fl else None),
+        ("net of the harness ({})", alone.cpu_per_session_s if alone else None),
+        ("above the floor (bytes only: {})", fl.cpu_per_session_s if fl else None),
     ):
         if less is not None:
             lines.append(_cpu_less(label, less, cpu))
@@ -152,12 +152,13 @@ def summary_table(
 
 
 def _cpu_less(label: str, base: float, cpu: list[float | None]) -> str:
-    """A summary row of each framework's CPU less ``base`` (the harness, or the floor)."""
+    """A summary row of each framework's CPU less ``base`` (the harness, or the floor);
+    ``label`` shows ``base`` at its ``{}``."""
     net = [None if c is None else c - base for c in cpu]
-    shown = f"{label} {_f(base, 4)})" if label.endswith(":") else f"{label} ({_f(base, 4)})"
     return (
-        f"| CPU s per session-second, {shown} | {_f(net[0], 4)} | {_f(net[1], 4)} | "
-        f"{_f(net[2], 4)} | {_ratio(net[0], net[1])} | {_ratio(net[0], net[2])} | | |"
+        f"| CPU s per session-second, {label.format(_f(base, 4))} | {_f(net[0], 4)} | "
+        f"{_f(net[1], 4)} | {_f(net[2], 4)} | {_ratio(net[0], net[1])} | "
+        f"{_ratio(net[0], net[2])} | | |"
     )
 
 
@@ -406,7 +407,7 @@ def results_body(
         "## Summary\n",
         summary_table(rows, level, memory, harness),
         *scaling_parts(rows, harness, memory, level),
-        *floor_parts(rows, max((r.sessions for r in rows if r.workers > 1), default=None)),
+        *floor_parts(rows),
         "\n\n## duplex / livekit ratios (below 1 means duplex is better)\n",
         ratio_table(rows),
         "\n\n## Every level\n",
@@ -440,9 +441,8 @@ def publish(
     if not DOC.exists():
         return
     text = DOC.read_text()
-    top = max((r.sessions for r in rows if r.workers > 1), default=None)
     scaling = "".join(
-        [*scaling_parts(rows, harness or [], memory, level), *floor_parts(rows, top)]
+        [*scaling_parts(rows, harness or [], memory, level), *floor_parts(rows)]
     ).replace("\n## ", "\n### ")
     block = (
         f"{START}\n_Latest run: {date} ({where}); full results in "

@@ -74,7 +74,8 @@ def floor_top(rows: list[Row], sessions: int) -> str:
     return "\n".join(lines)
 
 
-def floor_parts(rows: list[Row], top: int | None) -> list[str]:
+def floor_parts(rows: list[Row]) -> list[str]:
+    """The section: the floor per level, then its run on workers at the top level."""
     table = floor_table(rows)
     if not table:
         return []
@@ -88,6 +89,7 @@ def floor_parts(rows: list[Row], top: int | None) -> list[str]:
         "each framework's own work.\n\n",
         table,
     ]
+    top = max((r.sessions for r in rows if r.workers > 1), default=None)
     at_top = floor_top(rows, top) if top is not None else ""
     if at_top:
         parts += ["\n\n", at_top]
